@@ -1,0 +1,9 @@
+// One registration function per area; module.cpp only calls them (boost-histogram style).
+#pragma once
+#include <pybind11/pybind11.h>
+
+namespace fastcell::bindings {
+void register_info(pybind11::module_& m);   // register_info.cpp: build facts for sys_info()
+void register_boxes(pybind11::module_& m);  // register_boxes.cpp: decode, nms, gbciou, postprocess
+void register_image(pybind11::module_& m);  // register_image.cpp: letterbox, circle/HSV segmentation
+}  // namespace fastcell::bindings

@@ -1,0 +1,43 @@
+"""sys_info(): what a bug report needs — versions, compiled features, available backends."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def sys_info(as_dict: bool = False) -> str | dict:
+    """Versions of fastcell and its dependencies, the compiled core's features and the CPU.
+
+    Parameters
+    ----------
+    as_dict : bool
+        Return a dict instead of a printable string.
+    """
+    from fastcell import __version__
+    from fastcell._core_loader import core
+
+    info = {
+        "fastcell": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "core.compiler": core.compiler(),
+        "core.cuda": core.has_cuda(),
+    }
+    for dist in ("numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "openvino",
+                 "tensorrt", "pycuda", "torch"):
+        v = _version(dist)
+        if v is not None:
+            info[dist] = v
+    if as_dict:
+        return info
+    width = max(map(len, info))
+    return "\n".join(f"{k:<{width}} : {v}" for k, v in info.items())

@@ -1,0 +1,54 @@
+"""The ``fastcell`` command line: one module per sub-command, registered here and imported lazily.
+
+Each sub-command module defines ``add_arguments(parser)`` and ``run(args) -> int``. Importing a
+module happens only when its command runs, so ``fastcell annotate`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name → (module, one-line help). Training-side commands need the ``train`` extra (torch).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "annotate": ("fastcell.cli.annotate", "annotate a folder, glob or video: boxes, masks, segmented images"),
+    "stream": ("fastcell.cli.stream", "run live on a camera/video/URL and print fps and latency"),
+    "anchors": ("fastcell.cli.anchors", "K-means++ anchors for a data set (the paper's Algorithm 1)"),
+    "train": ("fastcell.cli.train", "train AttentionNet from scratch"),
+    "val": ("fastcell.cli.val", "evaluate a model: mAP, P/R/F1, confusion matrix, segmentation IoU"),
+    "export": ("fastcell.cli.export", "export a checkpoint to ONNX (+ metadata JSON) or a TensorRT engine"),
+    "info": ("fastcell.cli.info", "print versions, backends and compiled features (for bug reports)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastcell", description="Real-time cell detection and segmentation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # Arguments are added lazily in main() for the chosen command only.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints usage / the error and exits
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    sub = argparse.ArgumentParser(prog=f"fastcell {name}", description=COMMANDS[name][1])
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

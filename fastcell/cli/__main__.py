@@ -1,0 +1,3 @@
+from fastcell.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""The deployment metadata of a model: the one source of truth beside ``model.onnx``.
+
+Every stage after training reads its constants from a :class:`ModelSpec`, loaded from the JSON file
+that export writes next to the ONNX file (``engines/<name>/model.json``). Nothing else in fastcell
+hard-codes classes, anchors, strides, thresholds or HSV ranges.
+
+The head → anchor assignment lives here, in :data:`HEAD_ANCHORS`, and nowhere else. The authors'
+YOLOv3-tiny cfg gave the 26×26 head anchors 1, 2, 3 (``mask = 1,2,3``), skipping the smallest
+anchor and sharing anchor 3 with the 13×13 head; fastcell gives the 26×26 head (stride 16) the three
+smallest anchors 0, 1, 2 and the 13×13 head (stride 32) the three largest 3, 4, 5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HEAD_ANCHORS", "Head", "Thresholds", "Segmentation", "ModelSpec", "FORMAT"]
+
+FORMAT = "fastcell-model/1"
+
+#: stride → indices into the six area-sorted anchors. Order = the order of the model's outputs.
+HEAD_ANCHORS: dict[int, tuple[int, int, int]] = {32: (3, 4, 5), 16: (0, 1, 2)}
+
+
+@dataclass(frozen=True)
+class Head:
+    """One YOLO output: its ONNX output name, stride in input pixels and anchor indices."""
+
+    output: str
+    stride: int
+    anchors: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Post-processing thresholds.
+
+    score : keep a candidate when objectness × class probability ``>= score``.
+    nms_iou : NMS suppresses a box whose IoU with a kept box is ``> nms_iou``.
+    gbciou : GBCIOU merges two boxes when their penalty ``(E - Union) / E < gbciou``.
+    merge_iou : in ``multi`` mode a box is merged only into a box it overlaps with IoU ``> merge_iou``.
+    merge : ``"multi"`` (many cells per frame, never loses separate cells), ``"single"`` (the paper's
+        one-cell-per-frame setting: all predictions fold into one box) or ``"none"``.
+    max_detections : at most this many boxes per image, highest scores first.
+    """
+
+    score: float = 0.25
+    nms_iou: float = 0.45
+    gbciou: float = 0.5
+    merge_iou: float = 0.5
+    merge: str = "multi"
+    class_agnostic_nms: bool = False
+    max_detections: int = 300
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Circle segmentation with HSV refinement, in OpenCV units (H 0–179, S and V 0–255).
+
+    disc : ``"circle"`` (radius min(w, h)/2 at the box centre) or ``"ellipse"`` (inscribed ellipse).
+    hsv_low, hsv_high : inclusive in-range bounds; ``hsv_low[0] > hsv_high[0]`` wraps hue through 0.
+        ``None`` means no HSV refinement (the disc alone).
+    fill : BGR colour of the pixels outside every mask in the segmented image.
+    """
+
+    disc: str = "ellipse"
+    hsv_low: tuple[int, int, int] | None = None
+    hsv_high: tuple[int, int, int] | None = None
+    fill: tuple[int, int, int] = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the runtime needs to know about a model, loaded from its metadata JSON."""
+
+    classes: tuple[str, ...]
+    anchors: np.ndarray  # (6, 2) float32, (w, h) in input pixels, sorted by area
+    input_size: int = 416
+    heads: tuple[Head, ...] = (Head("p5", 32, HEAD_ANCHORS[32]), Head("p4", 16, HEAD_ANCHORS[16]))
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    segmentation: Segmentation = field(default_factory=Segmentation)
+    pad_value: int = 114
+    name: str = "fastcell"
+    model_file: str = "model.onnx"
+    extra: dict[str, Any] = field(default_factory=dict)  # training data, licence, metrics, sha256 ...
+    path: Path | None = None  # the JSON file this spec was read from, if any
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def head_width(self) -> int:
+        """Channels of each head: 3 · (classes + 5)."""
+        return 3 * (self.num_classes + 5)
+
+    def head_anchors(self, head: Head) -> np.ndarray:
+        """The (3, 2) float32 anchors (pixels) of one head."""
+        return np.ascontiguousarray(self.anchors[list(head.anchors)], dtype=np.float32)
+
+    @property
+    def model_path(self) -> Path:
+        if self.path is None:
+            raise ValueError("this ModelSpec was not read from a file, so it has no model path")
+        return self.path.parent / self.model_file
+
+    # -- JSON --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "model_file": self.model_file,
+            "classes": list(self.classes),
+            "input_size": self.input_size,
+            "anchors": np.asarray(self.anchors, dtype=float).round(3).tolist(),
+            "heads": [dataclasses.asdict(h) | {"anchors": list(h.anchors)} for h in self.heads],
+            "thresholds": dataclasses.asdict(self.thresholds),
+            "segmentation": {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self.segmentation).items()
+            },
+            "pad_value": self.pad_value,
+            **self.extra,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], path: Path | None = None) -> "ModelSpec":
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not a fastcell model description: format {d.get('format')!r}, expected {FORMAT!r}")
+        known = {"format", "name", "model_file", "classes", "input_size", "anchors", "heads",
+                 "thresholds", "segmentation", "pad_value"}
+        anchors = np.asarray(d["anchors"], dtype=np.float32)
+        if anchors.shape != (6, 2):
+            raise ValueError(f"anchors must be 6 (w, h) pairs, got shape {anchors.shape}")
+        seg = dict(d.get("segmentation", {}))
+        for key in ("hsv_low", "hsv_high", "fill"):
+            if seg.get(key) is not None:
+                seg[key] = tuple(int(v) for v in seg[key])
+        return cls(
+            classes=tuple(d["classes"]),
+            anchors=anchors,
+            input_size=int(d.get("input_size", 416)),
+            heads=tuple(Head(h["output"], int(h["stride"]), tuple(h["anchors"])) for h in d["heads"]),
+            thresholds=Thresholds(**d.get("thresholds", {})),
+            segmentation=Segmentation(**seg),
+            pad_value=int(d.get("pad_value", 114)),
+            name=d.get("name", "fastcell"),
+            model_file=d.get("model_file", "model.onnx"),
+            extra={k: v for k, v in d.items() if k not in known},
+            path=path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelSpec":
+        """Read a metadata JSON (or the ``model.json`` inside a model folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "model.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no model metadata at {path}")
+        return cls.from_dict(json.loads(path.read_text()), path=path.resolve())
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def engines_dirs() -> list[Path]:
+    """Where shipped models live: inside the installed package, then the checkout's ``engines/``."""
+    here = Path(__file__).resolve().parent
+    return [p for p in (here / "engines", here.parent / "engines") if p.is_dir()]
+
+
+def find_model(model: str | Path = "default") -> Path:
+    """Resolve a model name (``"default"``, ``"bccd"``) or a path to its metadata JSON."""
+    p = Path(model)
+    if p.suffix == ".json" and p.is_file():
+        return p.resolve()
+    if p.is_dir() and (p / "model.json").is_file():
+        return (p / "model.json").resolve()
+    if p.suffix == ".onnx" and p.with_suffix(".json").is_file():
+        return p.with_suffix(".json").resolve()
+    roots = engines_dirs()
+    name = str(model)
+    if name == "default":
+        for root in roots:
+            marker = root / "DEFAULT"
+            if marker.is_file():
+                name = marker.read_text().strip()
+                break
+    for root in roots:
+        candidate = root / name / "model.json"
+        if candidate.is_file():
+            return candidate.resolve()
+    available = sorted({d.name for r in roots for d in r.iterdir() if (d / "model.json").is_file()})
+    raise FileNotFoundError(
+        f"no model {str(model)!r}: not a path to a model.json/model folder, and not among the shipped "
+        f"models {available or '(none found)'} in {[str(r) for r in roots]}"
+    )
