@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": "fastcell.annotator",
     "Annotator": "fastcell.annotator",
-    "Result": "fastcell.postprocess",
+    "Result": "fastcell.results",
     "stream": "fastcell.pipeline",
     "Stream": "fastcell.pipeline",
     "ModelSpec": "fastcell.spec",
