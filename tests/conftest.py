@@ -36,3 +36,46 @@ def bccd_images(bccd_dir: Path) -> list[Path]:
     """A fixed handful of real BCCD test-split images."""
     names = (bccd_dir / "ImageSets" / "Main" / "test.txt").read_text().split()[:6]
     return [bccd_dir / "JPEGImages" / f"{n}.jpg" for n in names]
+
+
+# -- models for runtime tests ------------------------------------------------------------------------
+BCCD_CLASSES = ("RBC", "WBC", "Platelets")
+# area-sorted (w, h) pixel anchors of the BCCD boxes' scale at 416 input; good enough for a random model
+TEST_ANCHORS = ((12, 12), (26, 27), (44, 43), (68, 66), (86, 83), (140, 125))
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised AttentionNet (3 BCCD classes) exported to ONNX + model.json + model.pt.
+
+    Built once per session (needs torch, the ``train`` extra). Its detections are meaningless but
+    deterministic, which is all that backend-agreement and pipeline tests need.
+    """
+    torch = pytest.importorskip("torch", reason="exporting the test model needs torch (fastcell[train])")
+    import numpy as np
+
+    from fastcell.model import AttentionNet
+    from fastcell.spec import ModelSpec
+
+    out = tmp_path_factory.mktemp("random_model")
+    torch.manual_seed(0)
+    model = AttentionNet(len(BCCD_CLASSES)).eval()
+    with torch.no_grad():  # lift objectness from the training prior (p≈0.01) so some boxes pass 0.25
+        for index in (15, 21):
+            model.layers[index].bias.view(3, -1)[:, 4] = 1.0
+    spec = ModelSpec(classes=BCCD_CLASSES, anchors=np.asarray(TEST_ANCHORS, np.float32), name="random-test")
+    from fastcell.export import export_onnx
+
+    export_onnx(model=model, spec=spec, out_dir=out)
+    torch.save(model.state_dict(), out / "model.pt")  # for the torch backend
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_model_json() -> Path:
+    """The shipped default model's metadata, or a skip when engines/DEFAULT is absent."""
+    if not (REPO / "engines" / "DEFAULT").is_file():
+        pytest.skip("no shipped default model yet (engines/DEFAULT is absent)")
+    from fastcell.spec import find_model
+
+    return find_model("default")

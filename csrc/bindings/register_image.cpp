@@ -1,5 +1,278 @@
+// Bindings of the image kernels: letterbox (single and batch) and circle/HSV segmentation.
+//
+// Each function validates its arrays while holding the GIL (dtype, ndim, shape, memory layout),
+// converts what can be converted without changing values (a layout with gaps inside a row becomes a
+// C-contiguous copy; strided or flipped rows are read in place), then releases the GIL for the
+// kernel and wraps the results. Wrong dtypes are refused, never cast: casting a float image or a
+// big-endian buffer would silently change the values.
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
 #include "bindings/register.hpp"
+#include "core/circle_mask.hpp"
+#include "core/letterbox.hpp"
+
+namespace py = pybind11;
 
 namespace fastcell::bindings {
-void register_image(pybind11::module_& /*m*/) {}  // placeholder: filled by the image kernels
+namespace {
+
+constexpr int kMaxSize = 16384;  // the output is 3·size² floats; past this it is surely a mistake
+
+// "(480, 640, 3) float64" for an array, the type name for anything else.
+std::string describe(const py::handle& obj) {
+  if (!py::isinstance<py::array>(obj)) return std::string(py::str(py::type::of(obj).attr("__name__")));
+  const auto arr = py::reinterpret_borrow<py::array>(obj);
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < arr.ndim(); ++i) s << (i ? ", " : "") << arr.shape(i) << (arr.ndim() == 1 ? "," : "");
+  s << ") " << std::string(py::str(arr.dtype()));
+  return s.str();
+}
+
+// An image array accepted by the kernels, kept alive (and possibly copied) for the call's length.
+struct ImageArg {
+  py::array array;
+  int height = 0, width = 0, channels = 0;
+  std::ptrdiff_t row_stride = 0;  // elements
+
+  template <typename T>
+  core::ImageView<T> view() const {
+    return core::ImageView<T>{static_cast<const T*>(array.data()), height, width, channels, row_stride};
+  }
+};
+
+// Pixels within a row must be packed; rows may have any stride (crops, flips). Anything else, for
+// instance a column slice image[:, ::2] or a Fortran-ordered array, is copied to C order.
+ImageArg layout_image(py::array arr) {
+  const py::ssize_t item = arr.itemsize();
+  ImageArg img;
+  img.height = static_cast<int>(arr.shape(0));
+  img.width = static_cast<int>(arr.shape(1));
+  img.channels = arr.ndim() == 3 ? static_cast<int>(arr.shape(2)) : 1;
+  const bool channels_packed = arr.ndim() == 2 || arr.strides(2) == item || img.channels == 1;
+  const bool pixels_packed = arr.strides(1) == img.channels * item || img.width == 1;
+  if (!(channels_packed && pixels_packed && arr.strides(0) % item == 0)) {
+    arr = py::array::ensure(arr, py::array::c_style);
+    if (!arr) throw py::error_already_set();
+  }
+  img.array = arr;
+  img.row_stride = static_cast<std::ptrdiff_t>(arr.strides(0) / item);
+  return img;
+}
+
+// uint8 or uint16 (only uint8 when `allow_16bit` is false), (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
+ImageArg image_arg(const py::handle& obj, const char* name, bool allow_16bit, bool color_only) {
+  const std::string expected = color_only ? std::string(name) + " must be (H, W, 3) uint8 BGR"
+                                          : std::string(name) + " must be (H, W), (H, W, 3) or (H, W, 4) uint8" +
+                                                (allow_16bit ? " or uint16" : "");
+  if (!py::isinstance<py::array>(obj)) throw py::type_error(expected + ", got " + describe(obj));
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  const bool dtype_ok = py::isinstance<py::array_t<std::uint8_t>>(arr) ||
+                        (allow_16bit && py::isinstance<py::array_t<std::uint16_t>>(arr));
+  if (!dtype_ok) throw py::type_error(expected + ", got " + describe(obj));
+  const bool ndim_ok = color_only ? (arr.ndim() == 3 && arr.shape(2) == 3)
+                                  : (arr.ndim() == 2 || (arr.ndim() == 3 && (arr.shape(2) == 1 || arr.shape(2) == 3 ||
+                                                                             arr.shape(2) == 4)));
+  if (!ndim_ok) throw py::value_error(expected + ", got " + describe(obj));
+  if (arr.shape(0) > INT32_MAX / 8 || arr.shape(1) > INT32_MAX / 8) {
+    throw py::value_error(std::string(name) + " is too large: " + describe(obj));
+  }
+  return layout_image(arr);
+}
+
+int checked_size(int size) {
+  if (size < 1 || size > kMaxSize) {
+    throw py::value_error("size must be in [1, " + std::to_string(kMaxSize) + "], got " + std::to_string(size));
+  }
+  return size;
+}
+
+float checked_pad(double pad_value) {
+  if (!(pad_value >= 0.0 && pad_value <= 255.0)) {
+    throw py::value_error("pad_value must be in [0, 255] (8-bit units), got " + std::to_string(pad_value));
+  }
+  return static_cast<float>(pad_value);
+}
+
+core::LetterboxParams letterbox_one(const ImageArg& img, int size, float pad, float* out) {
+  if (img.array.itemsize() == 1) return core::letterbox(img.view<std::uint8_t>(), size, pad, out);
+  return core::letterbox(img.view<std::uint16_t>(), size, pad, out);
+}
+
+void store_params(const core::LetterboxParams& p, float* row) {
+  row[0] = p.scale;
+  row[1] = p.pad_x;
+  row[2] = p.pad_y;
+  row[3] = p.width;
+  row[4] = p.height;
+}
+
+py::tuple letterbox(const py::handle& image, int size, double pad_value) {
+  const ImageArg img = image_arg(image, "image", true, false);
+  if (img.height < 1 || img.width < 1) throw py::value_error("image has no pixels: " + describe(image));
+  checked_size(size);
+  const float pad = checked_pad(pad_value);
+  py::array_t<float> out({3, size, size});
+  py::array_t<float> params(5);
+  float* out_data = out.mutable_data();
+  float* params_data = params.mutable_data();
+  {
+    // Safe without the GIL: `img` keeps the input alive and unchanged (we never write to it), and
+    // the outputs are new arrays no other thread can see yet.
+    py::gil_scoped_release release;
+    store_params(letterbox_one(img, size, pad, out_data), params_data);
+  }
+  return py::make_tuple(out, params);
+}
+
+// The caller's output buffer must be exactly what the kernel writes: no conversion is possible.
+py::array_t<float> batch_output(const py::object& out, py::ssize_t n, int size) {
+  if (out.is_none()) return py::array_t<float>({n, py::ssize_t{3}, py::ssize_t{size}, py::ssize_t{size}});
+  const std::string expected = "out must be a C-contiguous, writeable (" + std::to_string(n) + ", 3, " +
+                               std::to_string(size) + ", " + std::to_string(size) + ") float32 array";
+  if (!py::isinstance<py::array_t<float>>(out)) throw py::type_error(expected + ", got " + describe(out));
+  auto arr = py::reinterpret_borrow<py::array>(out);
+  const bool shape_ok = arr.ndim() == 4 && arr.shape(0) == n && arr.shape(1) == 3 && arr.shape(2) == size &&
+                        arr.shape(3) == size;
+  const bool layout_ok = (arr.flags() & py::array::c_style) && arr.writeable();
+  if (!shape_ok || !layout_ok) {
+    throw py::value_error(expected + ", got " + describe(out) + (layout_ok ? "" : " (not C-contiguous or read-only)"));
+  }
+  return py::reinterpret_borrow<py::array_t<float>>(out);
+}
+
+py::tuple letterbox_batch(const py::sequence& images, const py::object& out, int size, double pad_value) {
+  checked_size(size);
+  const float pad = checked_pad(pad_value);
+  std::vector<ImageArg> batch;
+  batch.reserve(images.size());
+  for (py::size_t i = 0; i < images.size(); ++i) {
+    const std::string name = "images[" + std::to_string(i) + "]";
+    batch.push_back(image_arg(images[i], name.c_str(), true, false));
+    if (batch.back().height < 1 || batch.back().width < 1) {
+      throw py::value_error(name + " has no pixels: " + describe(images[i]));
+    }
+  }
+  const auto n = static_cast<py::ssize_t>(batch.size());
+  py::array_t<float> result = batch_output(out, n, size);
+  py::array_t<float> params({n, py::ssize_t{5}});
+  float* out_data = result.mutable_data();
+  float* params_data = params.mutable_data();
+  const std::size_t plane_block = 3 * static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
+  {
+    // Safe without the GIL: `batch` holds references to every input; `params` is new; `out` is the
+    // caller's buffer, which (as with numpy's out= arguments) they must not touch during the call.
+    py::gil_scoped_release release;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      store_params(letterbox_one(batch[i], size, pad, out_data + i * plane_block), params_data + 5 * i);
+    }
+  }
+  return py::make_tuple(result, params);
+}
+
+// A (K, 4) or (K,) float32 array in C order (copied if strided; other dtypes are refused).
+py::array_t<float> float32_rows(const py::handle& obj, const char* name, py::ssize_t cols, py::ssize_t rows) {
+  const std::string expected = std::string(name) + " must be " +
+                               (cols ? "(K, " + std::to_string(cols) + ")" : std::string("(K,)")) + " float32";
+  if (!py::isinstance<py::array_t<float>>(obj)) throw py::type_error(expected + ", got " + describe(obj));
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  const bool shape_ok = cols ? (arr.ndim() == 2 && arr.shape(1) == cols) : arr.ndim() == 1;
+  if (!shape_ok || (rows >= 0 && arr.shape(0) != rows)) {
+    throw py::value_error(expected + (rows >= 0 ? " with K = " + std::to_string(rows) : "") + ", got " +
+                          describe(obj));
+  }
+  return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(arr);
+}
+
+std::array<std::uint8_t, 3> triple(const py::handle& obj, const char* name, std::array<int, 3> high) {
+  const std::string expected = std::string(name) + " must be 3 integers within (" + std::to_string(high[0]) + ", " +
+                               std::to_string(high[1]) + ", " + std::to_string(high[2]) + ")";
+  std::vector<long long> v;
+  try {
+    v = obj.cast<std::vector<long long>>();
+  } catch (const py::cast_error&) {
+    throw py::type_error(expected + ", got " + std::string(py::repr(obj)));
+  }
+  if (v.size() != 3) throw py::value_error(expected + ", got " + std::string(py::repr(obj)));
+  std::array<std::uint8_t, 3> t{};
+  for (std::size_t i = 0; i < 3; ++i) {
+    if (v[i] < 0 || v[i] > high[i]) throw py::value_error(expected + ", got " + std::string(py::repr(obj)));
+    t[i] = static_cast<std::uint8_t>(v[i]);
+  }
+  return t;
+}
+
+core::HsvRange hsv_range(const py::object& low, const py::object& high) {
+  core::HsvRange r;
+  if (low.is_none() && high.is_none()) return r;
+  if (low.is_none() || high.is_none()) {
+    throw py::value_error("hsv_low and hsv_high must both be given or both be None");
+  }
+  // Hue is 0..179 in OpenCV's 8-bit HSV; 180 is accepted as an upper bound that excludes nothing.
+  const auto lo = triple(low, "hsv_low", {180, 255, 255});
+  const auto hi = triple(high, "hsv_high", {180, 255, 255});
+  r.enabled = true;
+  for (int i = 0; i < 3; ++i) {
+    r.low[i] = lo[static_cast<std::size_t>(i)];
+    r.high[i] = hi[static_cast<std::size_t>(i)];
+  }
+  return r;
+}
+
+core::DiscShape disc_shape(const std::string& disc) {
+  if (disc == "circle") return core::DiscShape::circle;
+  if (disc == "ellipse") return core::DiscShape::ellipse;
+  throw py::value_error("disc must be 'circle' or 'ellipse', got '" + disc + "'");
+}
+
+py::tuple segment_cells(const py::handle& image, const py::handle& boxes, const py::handle& scores,
+                        const py::object& hsv_low, const py::object& hsv_high, const std::string& disc,
+                        const py::object& fill) {
+  const ImageArg img = image_arg(image, "image", false, true);
+  const py::array_t<float> box_rows = float32_rows(boxes, "boxes", 4, -1);
+  const py::array_t<float> score_rows = float32_rows(scores, "scores", 0, box_rows.shape(0));
+  if (box_rows.shape(0) > INT32_MAX - 1) throw py::value_error("too many boxes: " + describe(boxes));
+  const core::HsvRange hsv = hsv_range(hsv_low, hsv_high);
+  const core::DiscShape shape = disc_shape(disc);
+  const auto fill_bgr = triple(fill, "fill", {255, 255, 255});
+
+  py::array_t<std::int32_t> labels({img.height, img.width});
+  py::array_t<std::uint8_t> segmented({img.height, img.width, 3});
+  std::int32_t* labels_data = labels.mutable_data();
+  std::uint8_t* segmented_data = segmented.mutable_data();
+  const float* box_data = box_rows.data();
+  const float* score_data = score_rows.data();
+  const int count = static_cast<int>(box_rows.shape(0));
+  {
+    // Safe without the GIL: every input is held (and only read) by the locals above, and both
+    // outputs are new arrays no other thread can see yet.
+    py::gil_scoped_release release;
+    core::segment_cells(img.view<std::uint8_t>(), box_data, score_data, count, shape, hsv, fill_bgr.data(),
+                        labels_data, segmented_data);
+  }
+  return py::make_tuple(labels, segmented);
+}
+
+}  // namespace
+
+void register_image(py::module_& m) {
+  m.def("letterbox", &letterbox, py::arg("image"), py::arg("size") = 416, py::arg("pad_value") = 114.0,
+        "Letterbox one uint8/uint16 image into a (3, size, size) float32 RGB array; see fastcell.ops.letterbox.");
+  m.def("letterbox_batch", &letterbox_batch, py::arg("images"), py::arg("out") = py::none(), py::arg("size") = 416,
+        py::arg("pad_value") = 114.0,
+        "Letterbox a sequence of images into one (N, 3, size, size) float32 array; see fastcell.ops.letterbox_batch.");
+  m.def("segment_cells", &segment_cells, py::arg("image"), py::arg("boxes"), py::arg("scores"),
+        py::arg("hsv_low") = py::none(), py::arg("hsv_high") = py::none(), py::arg("disc") = "circle",
+        py::arg("fill") = py::make_tuple(0, 0, 0),
+        "Circle/ellipse segmentation with HSV refinement; see fastcell.ops.segment_cells.");
+}
+
 }  // namespace fastcell::bindings

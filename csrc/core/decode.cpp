@@ -1,0 +1,114 @@
+#include "core/decode.hpp"
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace fastcell::core {
+
+namespace {
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+std::string head_name(std::size_t h) { return "heads[" + std::to_string(h) + "]"; }
+
+void check_head_values(const HeadView& head, std::size_t h) {
+  const std::size_t plane = static_cast<std::size_t>(head.height * head.width);
+  const std::size_t n = static_cast<std::size_t>(head.batch * head.channels) * plane;
+  const std::size_t bad = first_non_finite(head.data, n);
+  if (bad == n) return;
+  const std::size_t per_image = static_cast<std::size_t>(head.channels) * plane;
+  const std::size_t in_plane = bad % plane;
+  throw std::invalid_argument(
+      head_name(h) + " contains NaN or infinity (image " + std::to_string(bad / per_image) + ", channel " +
+      std::to_string((bad % per_image) / plane) + ", y " + std::to_string(in_plane / head.width) + ", x " +
+      std::to_string(in_plane % head.width) + "): the model output is broken");
+}
+
+// Objectness logits below this cannot reach the score threshold, because the class factor is at
+// most 1: sigmoid(obj) >= score needs obj >= logit(score). Comparing raw logits skips every exp
+// for the (many) background cells; the small margin keeps borderline cells for the exact test.
+float objectness_cutoff(double score_threshold) {
+  if (!(score_threshold > 0.0)) return -std::numeric_limits<float>::infinity();
+  if (score_threshold >= 1.0) return 30.0f;  // sigmoid(x) == 1.0 in float64 only for x > 36
+  const double logit = std::log(score_threshold / (1.0 - score_threshold));
+  return static_cast<float>(logit - 1e-4 * (1.0 + std::fabs(logit)));
+}
+
+void decode_head(const HeadView& head, int num_classes, double score_threshold, float cutoff,
+                 std::int64_t image, Detections& out) {
+  const std::int64_t plane = head.height * head.width;
+  const std::int64_t per_anchor = num_classes + 5;
+  const float* img = head.data + image * head.channels * plane;
+  const double stride = head.stride;
+  for (int a = 0; a < head.num_anchors; ++a) {
+    const float* block = img + a * per_anchor * plane;
+    const float* obj = block + 4 * plane;
+    const double anchor_w = head.anchors[2 * a], anchor_h = head.anchors[2 * a + 1];
+    for (std::int64_t i = 0; i < plane; ++i) {
+      if (obj[i] < cutoff) continue;
+      int best = 0;
+      float best_logit = block[5 * plane + i];
+      for (int c = 1; c < num_classes; ++c) {
+        const float v = block[(5 + c) * plane + i];
+        if (v > best_logit) {
+          best_logit = v;
+          best = c;
+        }
+      }
+      const double score = sigmoid(obj[i]) * sigmoid(best_logit);
+      if (!(score >= score_threshold)) continue;
+      const double gx = static_cast<double>(i % head.width), gy = static_cast<double>(i / head.width);
+      const double cx = (sigmoid(block[i]) + gx) * stride;
+      const double cy = (sigmoid(block[plane + i]) + gy) * stride;
+      const double w = std::exp(std::fmin(static_cast<double>(block[2 * plane + i]), kMaxLogScale)) * anchor_w;
+      const double h = std::exp(std::fmin(static_cast<double>(block[3 * plane + i]), kMaxLogScale)) * anchor_h;
+      const Box box{static_cast<float>(cx - w / 2), static_cast<float>(cy - h / 2),
+                    static_cast<float>(cx + w / 2), static_cast<float>(cy + h / 2)};
+      out.push_back(box, static_cast<float>(score), best);
+    }
+  }
+}
+
+}  // namespace
+
+void check_heads(const std::vector<HeadView>& heads, int num_classes) {
+  if (heads.empty()) throw std::invalid_argument("heads must hold at least one head output, got none");
+  if (num_classes < 1) throw std::invalid_argument("num_classes must be >= 1, got " + std::to_string(num_classes));
+  for (std::size_t h = 0; h < heads.size(); ++h) {
+    const HeadView& head = heads[h];
+    if (head.batch != heads[0].batch)
+      throw std::invalid_argument(head_name(h) + " has batch size " + std::to_string(head.batch) + " but heads[0] has " +
+                                  std::to_string(heads[0].batch));
+    if (head.num_anchors < 1 || head.channels != static_cast<std::int64_t>(head.num_anchors) * (num_classes + 5))
+      throw std::invalid_argument(head_name(h) + " has " + std::to_string(head.channels) + " channels, expected " +
+                                  std::to_string(head.num_anchors) + " anchors × (" + std::to_string(num_classes) +
+                                  " classes + 5) = " + std::to_string(head.num_anchors * (num_classes + 5)));
+    if (!(head.stride > 0.0f) || !std::isfinite(head.stride))
+      throw std::invalid_argument("strides[" + std::to_string(h) + "] must be positive and finite, got " +
+                                  std::to_string(head.stride));
+    for (int k = 0; k < 2 * head.num_anchors; ++k)
+      if (!(head.anchors[k] > 0.0f) || !std::isfinite(head.anchors[k]))
+        throw std::invalid_argument("anchors[" + std::to_string(h) + "] must be positive and finite, got " +
+                                    std::to_string(head.anchors[k]) + " at row " + std::to_string(k / 2));
+    check_head_values(head, h);
+  }
+}
+
+void decode_image(const std::vector<HeadView>& heads, int num_classes, double score_threshold,
+                  std::int64_t image, Detections& out) {
+  out.clear();
+  const float cutoff = objectness_cutoff(score_threshold);
+  for (const HeadView& head : heads) decode_head(head, num_classes, score_threshold, cutoff, image, out);
+}
+
+std::vector<Detections> decode(const std::vector<HeadView>& heads, int num_classes, double score_threshold) {
+  check_heads(heads, num_classes);
+  std::vector<Detections> out(static_cast<std::size_t>(heads[0].batch));
+  for (std::int64_t n = 0; n < heads[0].batch; ++n)
+    decode_image(heads, num_classes, score_threshold, n, out[static_cast<std::size_t>(n)]);
+  return out;
+}
+
+}  // namespace fastcell::core

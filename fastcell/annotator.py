@@ -1,0 +1,173 @@
+"""The Annotator: frames in, :class:`~fastcell.results.Result` objects out.
+
+    import fastcell
+    annotator = fastcell.load()                 # default model, fastest CPU backend (it says which)
+    result = annotator(frame)                   # one frame: uint8/uint16, gray/BGR/BGRA
+    results = annotator.batch(frames)           # a list: one letterbox call, batched inference,
+                                                # one post-processing call
+
+Three stages, each usable on its own (the streaming pipeline runs them in separate threads):
+:meth:`Annotator.preprocess` → :meth:`Annotator.infer` → :meth:`Annotator.postprocess`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fastcell.postprocess import Postprocessor, apply_overrides
+from fastcell.preprocess import Preprocessor, check_frame
+from fastcell.results import Result
+from fastcell.runtime import Backend, open_backend
+from fastcell.spec import ModelSpec, find_model
+
+__all__ = ["Annotator", "load"]
+
+log = logging.getLogger("fastcell")
+
+
+class Annotator:
+    """Detect and segment cells in frames with one model on one backend.
+
+    Parameters
+    ----------
+    backend : Backend
+        The inference engine (see :func:`fastcell.runtime.open_backend`).
+    spec : ModelSpec, optional
+        The model description; default ``backend.spec``.
+    segment : bool
+        Compute instance labels and segmented images (off: boxes only).
+    keep_image : bool
+        Keep the original frame in each Result.
+    max_batch : int
+        Largest batch sent to the backend at once; bigger lists are split.
+    **overrides
+        Post-processing settings replacing the model's: ``score_threshold``, ``nms_iou``,
+        ``gbciou``, ``merge_iou``, ``merge`` ("multi"/"single"/"none"), ``class_agnostic``,
+        ``max_detections``, ``disc``, ``hsv_low``, ``hsv_high``, ``fill``.
+
+    Notes
+    -----
+    One Annotator is not meant to be called from several threads at once (its input buffer is
+    shared); make one per thread, or use :func:`fastcell.stream`.
+    """
+
+    def __init__(self, backend: Backend, spec: ModelSpec | None = None, *, segment: bool = True,
+                 keep_image: bool = True, max_batch: int = 8, **overrides: Any) -> None:
+        spec = backend.spec if spec is None else spec
+        self.spec = apply_overrides(spec, overrides)
+        self.backend = backend
+        self.max_batch = max(1, int(max_batch))
+        self._pre = Preprocessor(self.spec.input_size, self.spec.pad_value, self.max_batch)
+        self._post = Postprocessor(self.spec, segment=segment, keep_image=keep_image)
+
+    @classmethod
+    def from_model(cls, model: str | Path = "default", device: str = "auto", precision: str | None = None,
+                   *, throughput: bool = False, num_threads: int | None = None, segment: bool = True,
+                   keep_image: bool = True, max_batch: int = 8, verbose: bool = False,
+                   **overrides: Any) -> "Annotator":
+        """Open a shipped model by name (``"default"``, ``"bccd"``) or a path to its ``model.json``.
+
+        Parameters
+        ----------
+        model : str or path
+            Model name or path (see :func:`fastcell.spec.find_model`).
+        device : {"auto", "cpu", "openvino", "onnxruntime", "torch"}
+            The backend; ``"auto"`` picks the fastest present (OpenVINO, else ONNX Runtime).
+        precision : {None, "fp32", "bf16", "int8"}
+            Backend arithmetic; ``None`` is the backend's default.
+        throughput : bool
+            OpenVINO only: two asynchronous requests per batch.
+        verbose : bool
+            Print which backend was chosen (it is always logged at INFO level).
+        """
+        spec = ModelSpec.load(find_model(model))
+        options: dict[str, Any] = {}
+        if throughput:
+            options["throughput"] = True
+        if num_threads:
+            options["num_threads"] = num_threads
+        backend = open_backend(spec, device, precision, **options)
+        if verbose:
+            print(f"fastcell: model {spec.name!r} on {backend.name} ({backend.precision})")
+        return cls(backend, spec, segment=segment, keep_image=keep_image, max_batch=max_batch, **overrides)
+
+    # -- stages ------------------------------------------------------------------------------------
+    def preprocess(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Letterbox frames into the reused input buffer: ``(batch, params)``."""
+        return self._pre(frames)
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run the backend on a preprocessed batch (split into ``max_batch`` chunks)."""
+        if batch.shape[0] <= self.max_batch:
+            return self.backend.infer(batch)
+        parts = [self.backend.infer(batch[i:i + self.max_batch]) for i in range(0, batch.shape[0], self.max_batch)]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+    def postprocess(self, heads: Sequence[np.ndarray], params: np.ndarray, frames: Sequence[np.ndarray],
+                    meta: Sequence[dict[str, Any]] | None = None) -> list[Result]:
+        """Decode, merge and segment: one Result per frame."""
+        return self._post(heads, params, frames, meta)
+
+    # -- calls ---------------------------------------------------------------------------------------
+    def __call__(self, frame: np.ndarray) -> Result:
+        """Annotate one frame (see :func:`fastcell.preprocess.check_frame` for what is accepted)."""
+        return self.batch([frame])[0]
+
+    def batch(self, frames: Sequence[np.ndarray]) -> list[Result]:
+        """Annotate a list of frames; Results come back in the same order.
+
+        Raises
+        ------
+        ValueError
+            When a frame is not an accepted image (the message names its index).
+        """
+        if isinstance(frames, np.ndarray):
+            raise ValueError("batch() takes a list of frames; call the annotator on a single frame")
+        frames = list(frames)
+        if not frames:
+            return []
+        start = time.monotonic()
+        checked = []
+        for i, frame in enumerate(frames):
+            try:
+                checked.append(check_frame(frame))
+            except ValueError as err:
+                raise ValueError(f"frame {i}: {err}") from None
+        results: list[Result] = []
+        for lo in range(0, len(checked), self.max_batch):
+            chunk = checked[lo:lo + self.max_batch]
+            batch, params = self.preprocess(chunk)
+            heads = self.infer(batch)
+            meta = [{"frame_index": lo + i, "timestamp": start} for i in range(len(chunk))]
+            results.extend(self.postprocess(heads, params, chunk, meta))
+        done = time.monotonic()
+        for r in results:
+            r.latency = done - start
+        return results
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Annotator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Annotator(model={self.spec.name!r}, backend={self.backend!r})"
+
+
+def load(model: str | Path = "default", device: str = "auto", precision: str | None = None,
+         **kwargs: Any) -> Annotator:
+    """Open a model on the fastest available backend and say which was chosen.
+
+    Same arguments as :meth:`Annotator.from_model`; ``verbose`` defaults to True here.
+    """
+    kwargs.setdefault("verbose", True)
+    return Annotator.from_model(model, device, precision, **kwargs)

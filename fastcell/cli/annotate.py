@@ -1,0 +1,297 @@
+"""``fastcell annotate SRC --out DIR``: annotation files for a folder, glob, image or video.
+
+Runs :func:`fastcell.stream` over the source and hands each Result to an
+:class:`~fastcell.io.writers.AnnotationWriter` (see there for the output layout and why a rerun is
+safe). Resuming: a rerun with the same settings skips the images already finished — they are not
+even decoded — and rebuilds the COCO/CSV files, so a killed run followed by a rerun leaves the same
+bytes as one uninterrupted run. (Video frames cannot be skipped without decoding: a rerun over a
+video decodes and infers every frame again but rewrites only the unfinished ones.)
+
+Unreadable files (corrupt, empty, not an image) are reported, listed in ``OUT/failed.txt`` and at
+the end, and skipped; the run goes on. Exit status: 0 when at least one image was annotated (now
+or by an earlier run), 1 when nothing could be read, no image was found, or the output folder holds
+a run with other settings; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob as globlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# A test hook: with this set to k, the process SIGKILLs itself once k images are fully written, as
+# a user's kill would (no cleanup, no finish). Used by tests/test_annotate_cli.py only.
+_KILL_AFTER_ENV = "FASTCELL_TEST_KILL_AFTER"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fastcell.io.writers import DEFAULT_FORMATS, FORMATS
+
+    parser.add_argument("source", help="image folder, glob pattern ('data/**/*.png'), image file or video file")
+    parser.add_argument("--out", "-o", required=True, type=Path, help="output folder (created; resumable)")
+    parser.add_argument("--model", default="default", help="model name or path to model.json (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, openvino, onnxruntime or torch (default: %(default)s)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
+                        help="backend arithmetic (default: the backend's own)")
+    parser.add_argument("--write", "-w", default=",".join(DEFAULT_FORMATS), type=_formats,
+                        help=f"comma-separated outputs from {','.join(FORMATS)}, or 'all' (default: %(default)s)")
+    parser.add_argument("--score", type=float, default=None, help="score threshold (default: the model's)")
+    parser.add_argument("--nms-iou", type=float, default=None, help="NMS IoU threshold (default: the model's)")
+    parser.add_argument("--merge", choices=["multi", "single", "none"], default=None,
+                        help="GBCIOU merging mode (default: the model's)")
+    parser.add_argument("--max-detections", type=int, default=None, help="most cells per image (default: the model's)")
+    parser.add_argument("--batch", type=int, default=8, help="images per inference call (default: %(default)s)")
+    parser.add_argument("--image-format", choices=["auto", "png", "jpg", "tif"], default="auto",
+                        help="segmented images, overlays and crops; auto: JPEG for JPEG sources, else PNG")
+    parser.add_argument("--labels-format", choices=["png", "tif"], default="png",
+                        help="16-bit instance label images (default: %(default)s)")
+    parser.add_argument("--coco-masks", choices=["rle", "polygon", "none"], default="rle",
+                        help="COCO segmentation: exact RLE, approximate polygons, or none (default: %(default)s)")
+    parser.add_argument("--yolo-scores", action="store_true", help="add the score as a 6th column of YOLO files")
+    parser.add_argument("--crops-masked", action="store_true", help="crop from the segmented image (debris removed)")
+    parser.add_argument("--recursive", "-r", action="store_true", help="include images in sub-folders of SRC")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an output folder that holds a run with other settings")
+    parser.add_argument("--workers", type=int, default=2, help="decoding and writing threads each (default: %(default)s)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    from fastcell.io.writers import FORMATS
+
+    if text.strip() == "all":
+        return FORMATS
+    chosen = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in chosen if t not in FORMATS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown output(s) {unknown or [text]}; choose from {', '.join(FORMATS)} or 'all'")
+    return chosen
+
+
+# -- what to annotate ------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """The resolved source: image files with their output names, or one video."""
+
+    paths: list[str] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)  # fastcell.io.writers.Item, one per path
+    video: str | None = None
+
+
+def _is_image(path: str) -> bool:
+    from fastcell.io.sources import IMAGE_EXTENSIONS
+
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(path)
+
+
+def resolve(source: str, recursive: bool = False) -> Plan:
+    """Expand SRC to a sorted list of image files (or a video), each with a unique output key.
+
+    Keys are paths relative to the folder (or, for a glob, to the deepest folder common to the
+    matches) without the suffix — ``sub/img_001`` — or with it when two files differ only by
+    suffix (``img.png`` and ``img.tif`` → keys ``img.png``, ``img.tif``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When SRC names nothing, or no image files.
+    """
+    from fastcell.io.sources import VIDEO_EXTENSIONS
+
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+        return Plan(video=str(path))
+    if path.is_dir():
+        pattern = "**/*" if recursive else "*"
+        files = sorted(str(p) for p in path.glob(pattern) if _is_image(str(p)))
+        root = str(path)
+        if not files:
+            raise FileNotFoundError(f"no image files in folder {path}" + ("" if recursive else " (sub-folders: --recursive)"))
+    elif path.is_file():
+        if not _is_image(str(path)):
+            raise FileNotFoundError(f"{path} is neither an image nor a video file (by its extension)")
+        files, root = [str(path)], str(path.parent)
+    elif any(c in source for c in "*?["):
+        files = sorted(p for p in globlib.glob(source, recursive=True) if _is_image(p))
+        if not files:
+            raise FileNotFoundError(f"the pattern {source!r} matches no image files")
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files])
+    else:
+        raise FileNotFoundError(f"no such file, folder or pattern: {source!r}")
+    return Plan(paths=files, items=_items(files, root))
+
+
+def _items(files: list[str], root: str) -> list[Any]:
+    from fastcell.io.writers import Item
+
+    rel = [Path(os.path.relpath(os.path.abspath(f), os.path.abspath(root))).as_posix() for f in files]
+    stems = [os.path.splitext(r)[0] for r in rel]
+    clash = {s for s in stems if stems.count(s) > 1} if len(set(stems)) < len(stems) else set()
+    items = []
+    for r, stem in zip(rel, stems):
+        ext = os.path.splitext(r)[1].lower()
+        items.append(Item(key=r if stem in clash else stem, name=r, source_format="jpg" if ext in (".jpg", ".jpeg", ".jpe") else None))
+    return items
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {"score_threshold": args.score, "nms_iou": args.nms_iou, "merge": args.merge, "max_detections": args.max_detections}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def _needs(formats: tuple[str, ...], args: argparse.Namespace) -> tuple[bool, bool]:
+    """(segment, keep_image): compute masks only for outputs that use them; keep frames for drawing."""
+    segment = bool({"labels", "segmented", "overlay", "csv"} & set(formats)) or ("crops" in formats and args.crops_masked)
+    segment |= "coco" in formats and args.coco_masks != "none"
+    keep_image = "overlay" in formats or ("crops" in formats and not args.crops_masked)
+    return segment, keep_image
+
+
+class _Progress:
+    """A tqdm bar (auto-disabled when stderr is not a terminal) that survives without tqdm."""
+
+    def __init__(self, total: int | None, initial: int, quiet: bool) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # tqdm is a dependency; still, a missing bar must not stop the run
+            self.bar = None
+            return
+        self.bar = tqdm(total=total, initial=initial, unit="img", desc="annotate", dynamic_ncols=True,
+                        disable=True if quiet else None)
+
+    def update(self, cells: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(cells=cells, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    import fastcell
+    from fastcell.io.sources import ImageFiles
+    from fastcell.pipeline import StreamError
+    from fastcell.io.writers import AnnotationWriter, SettingsMismatch
+
+    try:
+        plan = resolve(args.source, args.recursive)
+    except FileNotFoundError as err:
+        print(f"fastcell annotate: {err}", file=sys.stderr)
+        return 1
+    formats = args.write
+    segment, keep_image = _needs(formats, args)
+    overrides = _overrides(args)
+    annotator = fastcell.load(args.model, args.device, args.precision, segment=segment, keep_image=keep_image,
+                              max_batch=max(1, args.batch), verbose=not args.quiet, **overrides)
+    settings = {
+        "model": annotator.spec.name,
+        "model_sha256": annotator.spec.extra.get("sha256"),
+        "backend": f"{annotator.backend.name}/{annotator.backend.precision}",
+        "overrides": overrides,
+    }
+    try:
+        writer = AnnotationWriter(args.out, annotator.spec.classes, formats, image_format=args.image_format,
+                                  label_format=args.labels_format, coco_segmentation=args.coco_masks,
+                                  yolo_scores=args.yolo_scores, crops_masked=args.crops_masked, settings=settings,
+                                  overwrite=args.overwrite, workers=args.workers)
+    except (SettingsMismatch, RuntimeError) as err:
+        annotator.close()
+        print(f"fastcell annotate: {err}", file=sys.stderr)
+        return 1
+    kill_after = int(os.environ.get(_KILL_AFTER_ENV, "0") or 0)
+    start = time.perf_counter()
+    annotated, already, failed, error = 0, 0, [], None
+    try:
+        with writer:
+            if plan.video is None:
+                todo = [i for i, item in enumerate(plan.items) if not writer.is_done(item.key)]
+                items = plan.items
+                already = len(plan.items) - len(todo)
+                progress = _Progress(len(plan.items), already, args.quiet)
+                source = ImageFiles([plan.paths[i] for i in todo], name=args.source, workers=args.workers) if todo else None
+            else:
+                items, todo = [], []
+                progress = _Progress(_frame_count(plan.video), 0, args.quiet)
+                source = plan.video
+            try:
+                if source is not None:
+                    stream = fastcell.stream(source, annotator, batch_size=max(1, args.batch), keep_image=keep_image,
+                                             segment=segment, live=False, drop=False, stall_timeout=300.0,
+                                             on_stall="raise", workers=args.workers)
+                    with stream:
+                        for result in stream:
+                            if plan.video is None:
+                                item = plan.items[todo[result.frame_index]]
+                            else:
+                                item = _video_item(plan.video, result.frame_index)
+                                items.append(item)
+                                if writer.is_done(item.key):
+                                    already += 1
+                                    progress.update(len(result))
+                                    continue
+                            writer.submit(result, item)
+                            annotated += 1
+                            progress.update(len(result))
+                            if kill_after and annotated >= kill_after:
+                                writer.wait()
+                                os.kill(os.getpid(), signal.SIGKILL)
+                        failed = [f"{path}: {reason}" for path, reason in stream.failed]
+            except StreamError as err:  # what was written stays written; the rerun resumes from it
+                error = err
+                failed = [f"{path}: {reason}" for path, reason in stream.failed]
+            finally:
+                progress.close()
+            totals = writer.finish(items, failed)
+    finally:
+        annotator.close()
+    elapsed = time.perf_counter() - start
+    if not args.quiet:
+        _summary(args, formats, totals, annotated, already, failed, elapsed)
+    if error is not None:
+        cause = f" ({type(error.__cause__).__name__}: {error.__cause__})" if error.__cause__ else ""
+        print(f"fastcell annotate: stopped early: {error}{cause}; rerun the same command to resume", file=sys.stderr)
+        return 1
+    if totals.images == 0:
+        print("fastcell annotate: no image could be read", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _frame_count(video: str) -> int | None:
+    import cv2
+
+    cap = cv2.VideoCapture(video)
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+    return n if n > 0 else None
+
+
+def _video_item(video: str, index: int) -> Any:
+    from fastcell.io.writers import Item
+
+    stem = Path(video).stem
+    return Item(key=f"{stem}_{index:06d}", name=f"{stem}_{index:06d}", source_format=None, frame_index=index)
+
+
+def _summary(args, formats, totals, annotated: int, already: int, failed: list[str], elapsed: float) -> None:
+    rate = annotated / elapsed if elapsed > 0 else 0.0
+    cells = " · ".join(f"{name} {n:,}" for name, n in totals.cells.items())
+    print(f"fastcell annotate: {annotated} image(s) annotated in {elapsed:.1f} s ({rate:.1f} images/s), "
+          f"{already} already done, {len(failed)} failed")
+    print(f"  {totals.images} image(s) in {args.out}: {sum(totals.cells.values()):,} cells — {cells}")
+    print(f"  wrote: {', '.join(formats)}")
+    if failed:
+        print(f"  could not read {len(failed)} file(s) (listed in {args.out / 'failed.txt'}):")
+        for line in failed:
+            print(f"    {line}")

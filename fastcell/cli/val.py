@@ -1,0 +1,47 @@
+"""``fastcell val``: evaluate a model on a labelled split — mAP, P/R/F1, confusion, Table 2 rates, segmentation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="Pascal VOC folder, YOLO data.yaml or COCO .json")
+    parser.add_argument("--model", default="default",
+                        help="shipped model name, model folder/JSON/ONNX, or a training checkpoint .pt (default: the default model)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default test)")
+    parser.add_argument("--out", default=None, help="folder for report.json, pr_curve.png, confusion.png")
+    parser.add_argument("--score", type=float, default=None,
+                        help="operating score threshold for P/R/F1 and the confusion matrix (default: the model's)")
+    parser.add_argument("--map-score", type=float, default=0.001, help="score threshold of the detections used for AP")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--segmentation", metavar="WBC_SEG_DIR", default=None,
+                        help="also score circle/HSV masks from predicted boxes on a wbc-seg folder")
+    parser.add_argument("--cell-classes", nargs="+", default=None,
+                        help="classes that count as the cell for --segmentation (e.g. WBC)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastcell.evaluation.report import evaluate_model
+
+    report = evaluate_model(args.model, args.data, args.split, args.out, map_score=args.map_score, score=args.score,
+                            batch_size=args.batch_size, segmentation_data=args.segmentation,
+                            cell_classes=tuple(args.cell_classes) if args.cell_classes else None,
+                            progress=not args.no_progress)
+    print(f"{report['model']} on {report['data']} [{report['split']}], {report['images']} images "
+          f"({report['backend']}, {report['postprocess']}):")
+    print(f"  mAP@0.5 {report['mAP50']:.4f}   mAP@0.5:0.95 {report['mAP50_95']:.4f}   "
+          f"P {report['precision']:.3f} R {report['recall']:.3f} F1 {report['f1']:.3f} @ score {report['thresholds']['operating_score']}")
+    print(f"  {'class':<12}{'AP50':>8}{'AP50:95':>9}{'P':>7}{'R':>7}{'F1':>7}{'GT':>6}")
+    for name, c in report["per_class"].items():
+        fmt = lambda v: "   -" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"  {name:<12}{fmt(c['AP50']):>8}{fmt(c['AP50_95']):>9}{fmt(c['precision']):>7}{fmt(c['recall']):>7}"
+              f"{fmt(c['f1']):>7}{c['ground_truth']:>6}")
+    print("  frame rates:", json.dumps(report["frame_rates"]))
+    if "segmentation" in report:
+        print("  segmentation:", json.dumps(report["segmentation"]))
+    if args.out:
+        print(f"  report and plots in {args.out}")
+    return 0

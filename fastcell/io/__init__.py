@@ -1,0 +1,18 @@
+"""Input and output: frame sources (:mod:`fastcell.io.sources`) and annotation writers
+(:mod:`fastcell.io.writers`)."""
+
+from fastcell.io.sources import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    Callback,
+    Frames,
+    ImageFiles,
+    Pushed,
+    Source,
+    VideoCapture,
+    open_source,
+    read_image,
+)
+
+__all__ = ["Source", "ImageFiles", "VideoCapture", "Frames", "Callback", "Pushed", "open_source", "read_image",
+           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]

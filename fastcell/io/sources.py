@@ -1,0 +1,406 @@
+"""Where frames come from: cameras, videos, URLs, folders, globs, path lists, numpy frames, callables.
+
+Every source iterates ``(frame, source_name, index, timestamp)``: the frame as an ndarray (uint8 or
+uint16, gray/BGR/BGRA, as read), the file path/URL/name it came from, its 0-based position in the
+source, and ``time.monotonic()`` when it was read. Sources say whether they are ``live`` (a camera
+or a stream that will not wait: the pipeline may drop its oldest frames when behind) or not
+(files, folders, iterables: every frame is processed).
+
+Unreadable or corrupt image files are logged, recorded in ``source.failed`` as ``(path, reason)``
+and skipped — a folder with one bad file still runs to the end. Their index is not reused, so the
+indices of the other files stay their positions in the sorted list.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import logging
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+__all__ = ["Source", "ImageFiles", "VideoCapture", "Frames", "Callback", "Pushed", "open_source", "read_image",
+           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+
+log = logging.getLogger("fastcell")
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                              ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg", ".webm",
+                              ".flv", ".mjpeg", ".mjpg", ".gif", ".ts"})
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+Item = tuple[np.ndarray, str, int, float]
+
+
+class Source:
+    """Base class: an iterable of ``(frame, source_name, index, timestamp)`` with a ``live`` flag."""
+
+    name: str = "frames"
+    live: bool = False
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, str]] = []
+
+    def __iter__(self) -> Iterator[Item]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device/files. May be called from another thread while iterating."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, live={self.live})"
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as stored: 8/16-bit, gray/BGR/BGRA (``cv2.IMREAD_UNCHANGED``).
+
+    Raises
+    ------
+    ValueError
+        When the file is empty or cannot be decoded.
+    OSError
+        When it cannot be read.
+    """
+    data = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode: works with any path encoding
+    if data.size == 0:
+        raise ValueError("empty file")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ValueError("not a decodable image (corrupt or unsupported format)")
+    return image
+
+
+class ImageFiles(Source):
+    """A list of image files, read in order, decoded ahead by a small thread pool.
+
+    Parameters
+    ----------
+    paths : iterable of path
+        The files, in the order to process them.
+    name : str
+        What to call the whole source.
+    workers : int
+        Decoding threads (OpenCV releases the GIL while decoding). At most ``2 · workers`` images
+        are decoded ahead, so memory stays bounded.
+    """
+
+    live = False
+
+    def __init__(self, paths: Iterable[str | Path], name: str = "files", workers: int = 2) -> None:
+        super().__init__()
+        self.paths = [str(p) for p in paths]
+        self.name = name
+        self.workers = max(1, int(workers))
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _read(self, path: str) -> tuple[np.ndarray | None, str]:
+        try:
+            return read_image(path), ""
+        except (OSError, ValueError, cv2.error) as err:
+            return None, str(err) or type(err).__name__
+
+    def __iter__(self) -> Iterator[Item]:
+        self._closed = False
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="fastcell-decode") as pool:
+            pending: deque = deque()
+            paths = iter(enumerate(self.paths))
+            for index, path in paths:
+                pending.append((index, path, pool.submit(self._read, path)))
+                if len(pending) >= 2 * self.workers:
+                    break
+            while pending and not self._closed:
+                index, path, future = pending.popleft()
+                nxt = next(paths, None)
+                if nxt is not None:
+                    pending.append((nxt[0], nxt[1], pool.submit(self._read, nxt[1])))
+                image, reason = future.result()
+                if image is None:
+                    log.warning("fastcell: skipping %s: %s", path, reason)
+                    self.failed.append((path, reason))
+                    continue
+                yield image, path, index, time.monotonic()
+            for _, _, future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class VideoCapture(Source):
+    """A camera index, a video file or a network stream, read with ``cv2.VideoCapture``.
+
+    Parameters
+    ----------
+    target : int or str
+        Camera index, file path or URL.
+    live : bool, optional
+        Default: True for cameras and URLs, False for files.
+    reconnect : int
+        Live sources only: how many times to reopen after the stream ends or errors before giving
+        up (0: end at once). Between attempts wait ``reconnect_delay`` seconds.
+    """
+
+    def __init__(self, target: int | str, *, live: bool | None = None, reconnect: int = 0,
+                 reconnect_delay: float = 1.0, api: int = cv2.CAP_ANY) -> None:
+        super().__init__()
+        self.target = target
+        self.name = f"camera:{target}" if isinstance(target, int) else str(target)
+        self.live = (isinstance(target, int) or str(target).lower().startswith(URL_SCHEMES)) if live is None else live
+        self.reconnect = int(reconnect)
+        self.reconnect_delay = float(reconnect_delay)
+        self.api = api
+        self._cap: Any = None
+        self._closed = False
+        self.fps = 0.0
+        self.reconnects = 0
+        self._open()
+
+    def _open(self) -> None:
+        cap = cv2.VideoCapture(self.target, self.api)
+        if not cap.isOpened():
+            cap.release()
+            raise OSError(f"cannot open {self.name} with OpenCV (no such camera/file, unsupported "
+                          "codec, or the stream is unreachable)")
+        self._cap = cap
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+
+    def __len__(self) -> int:
+        if self.live or self._cap is None:
+            raise TypeError(f"{self.name} is live: it has no length")
+        return max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+
+    def __iter__(self) -> Iterator[Item]:
+        index = 0
+        failures = 0
+        while not self._closed:
+            cap = self._cap
+            ok, frame = cap.read() if cap is not None else (False, None)
+            if ok and frame is not None:
+                failures = 0
+                yield frame, self.name, index, time.monotonic()
+                index += 1
+                continue
+            if self._closed or not self.live or failures >= self.reconnect:
+                return
+            failures += 1
+            self.reconnects += 1
+            log.warning("fastcell: %s stopped delivering frames; reconnect %d/%d in %.1f s",
+                        self.name, failures, self.reconnect, self.reconnect_delay)
+            time.sleep(self.reconnect_delay)
+            try:
+                if cap is not None:
+                    cap.release()
+                self._open()
+            except OSError as err:
+                log.warning("fastcell: %s", err)
+                self._cap = None
+
+    def close(self) -> None:
+        self._closed = True
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+class Frames(Source):
+    """Any iterable of numpy frames (a list, a generator, an (N, H, W[, C]) array)."""
+
+    def __init__(self, frames: Iterable[np.ndarray], name: str = "frames", live: bool = False) -> None:
+        super().__init__()
+        self.frames = frames
+        self.name = name
+        self.live = live
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self.frames)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Item]:
+        for index, frame in enumerate(self.frames):
+            if self._closed:
+                return
+            yield frame, self.name, index, time.monotonic()
+
+    def close(self) -> None:
+        self._closed = True
+        close = getattr(self.frames, "close", None)  # generators: stop them
+        if callable(close) and not isinstance(self.frames, np.ndarray):
+            try:
+                close()
+            except (ValueError, RuntimeError):  # a generator running in another thread
+                pass
+
+
+class Callback(Source):
+    """A callable returning one frame per call (e.g. a camera SDK's grab); ``None`` ends the source.
+
+    Treated as live by default: an acquisition loop does not wait for the analysis.
+    """
+
+    def __init__(self, grab: Callable[[], np.ndarray | None], name: str | None = None, live: bool = True) -> None:
+        super().__init__()
+        self.grab = grab
+        self.name = name or getattr(grab, "__name__", "callable")
+        self.live = live
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Item]:
+        index = 0
+        while not self._closed:
+            try:
+                frame = self.grab()
+            except StopIteration:
+                return
+            if frame is None:
+                return
+            yield frame, self.name, index, time.monotonic()
+            index += 1
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def _is_url(text: str) -> bool:
+    return text.lower().startswith(URL_SCHEMES)
+
+
+def _image_files(paths: Iterable[str]) -> list[str]:
+    return [p for p in paths if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(p)]
+
+
+def open_source(source: Any, *, live: bool | None = None, reconnect: int = 0, workers: int = 2) -> Source:
+    """Turn what the user passed into a :class:`Source`.
+
+    Parameters
+    ----------
+    source : Source, int, str, path, sequence of paths, ndarray, iterable of ndarray or callable
+        * int, or a string of digits that is not a file: camera index;
+        * ``rtsp://``, ``http(s)://`` ... URL: a network stream (live);
+        * a folder: its image files, sorted by name (other files ignored);
+        * a pattern with ``*``, ``?`` or ``[``: the matching image files, sorted;
+        * a video file (by extension) or a single image file;
+        * a list/tuple of paths; an (N, H, W[, C]) array or any iterable of frames; a single frame;
+        * a callable returning frames (``None`` ends it; live by default).
+    live : bool, optional
+        Override whether the source is live (may drop frames when behind).
+    reconnect : int
+        Camera/URL sources: reconnect attempts after a disconnect.
+    workers : int
+        Image files: decoding threads.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a path or pattern that names nothing readable.
+    TypeError
+        For an object that is none of the above.
+    """
+    if isinstance(source, Source):
+        if live is not None:
+            source.live = live
+        return source
+    if isinstance(source, (bool, np.bool_)):
+        raise TypeError(f"a source cannot be a bool ({source!r})")
+    if isinstance(source, (int, np.integer)):
+        return VideoCapture(int(source), live=live, reconnect=reconnect)
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(os.fspath(source), live, reconnect, workers)
+    if isinstance(source, np.ndarray):
+        frames = list(source) if source.ndim == 4 else [source]
+        return Frames(frames, "array", live=bool(live))
+    if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
+        return ImageFiles([os.fspath(s) for s in source], "paths", workers)
+    if callable(source) and not hasattr(source, "__iter__"):
+        return Callback(source, live=True if live is None else live)
+    if hasattr(source, "__iter__"):
+        return Frames(source, getattr(source, "name", None) or type(source).__name__, live=bool(live))
+    raise TypeError(f"cannot read frames from a {type(source).__name__}: expected a camera index, path, "
+                    "URL, folder, glob, list of paths, iterable of numpy frames or a callable")
+
+
+def _open_path(text: str, live: bool | None, reconnect: int, workers: int) -> Source:
+    if _is_url(text):
+        return VideoCapture(text, live=live, reconnect=reconnect)
+    path = Path(text)
+    if path.is_dir():
+        files = _image_files(sorted(str(p) for p in path.iterdir()))
+        if not files:
+            raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {path}")
+        return ImageFiles(files, str(path), workers)
+    if path.is_file():
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            return VideoCapture(text, live=live, reconnect=reconnect)
+        return ImageFiles([text], text, workers)
+    if any(c in text for c in "*?["):
+        files = _image_files(sorted(globlib.glob(text, recursive=True)))
+        if not files:
+            raise FileNotFoundError(f"the pattern {text!r} matches no image files")
+        return ImageFiles(files, text, workers)
+    if text.isdigit():
+        return VideoCapture(int(text), live=live, reconnect=reconnect)
+    raise FileNotFoundError(f"no such file, folder or pattern: {text!r}")
+
+
+class Pushed(Source):
+    """Frames pushed in by the caller — for acquisition loops that deliver frames by callback.
+
+    ``push(frame)`` never blocks the acquisition thread: when ``maxsize`` frames are waiting, the
+    oldest is discarded and counted in ``discarded`` (a live camera does not wait). ``end()`` ends
+    the source after the frames already pushed.
+    """
+
+    live = True
+
+    def __init__(self, name: str = "pushed", maxsize: int = 8) -> None:
+        super().__init__()
+        import queue
+
+        self.name = name
+        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, int(maxsize)))
+        self._empty = queue.Empty
+        self._full = queue.Full
+        self._ended = False
+        self._index = 0
+        self.discarded = 0
+
+    def push(self, frame: np.ndarray) -> None:
+        """Hand one frame to the stream (thread-safe, non-blocking)."""
+        if self._ended:
+            raise RuntimeError(f"source {self.name!r} has ended; push() after end()")
+        item = (frame, self.name, self._index, time.monotonic())
+        self._index += 1
+        while True:
+            try:
+                self._queue.put_nowait(item)
+                return
+            except self._full:
+                try:
+                    self._queue.get_nowait()
+                    self.discarded += 1
+                except self._empty:
+                    pass
+
+    def end(self) -> None:
+        """No more frames: the stream finishes the pushed ones and stops."""
+        self._ended = True
+
+    def __iter__(self) -> Iterator[Item]:
+        while True:
+            try:
+                yield self._queue.get(timeout=0.05)
+            except self._empty:
+                if self._ended:
+                    return
+
+    def close(self) -> None:
+        self._ended = True

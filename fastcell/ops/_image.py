@@ -1,0 +1,172 @@
+"""Image kernels: letterbox (single and batch) and circle segmentation with HSV refinement.
+
+Thin numpy-in numpy-out wrappers over ``fastcell._core``; the compiled functions validate their
+arrays (dtype, shape, layout), so the docstrings here carry the contract. Images are never cast:
+a float image is refused rather than silently rescaled. Strided, cropped, flipped and
+Fortran-ordered images are accepted (read in place or copied); inputs are never modified.
+Plain NumPy/OpenCV twins live in :mod:`fastcell.reference.image`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fastcell._core_loader import core as _core
+
+__all__ = ["letterbox", "letterbox_batch", "segment_cells"]
+
+HsvBound = Sequence[int] | None
+
+
+def letterbox(image: np.ndarray, size: int = 416, pad_value: float = 114) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an image into the network's square input, keeping its aspect, and pad the rest.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) ndarray of uint8 or uint16
+        Gray, BGR or BGRA (alpha ignored), at least 1×1. 16-bit values are scaled by 1/65535,
+        never truncated to their high byte.
+    size : int, default 416
+        Side S of the square output, in [1, 16384].
+    pad_value : float, default 114
+        Padding level in 8-bit units (0–255); the output holds ``pad_value / 255``.
+
+    Returns
+    -------
+    chw : (3, S, S) ndarray of float32
+        Planar RGB in [0, 1]. The image is resized to ``new_w = round(W · scale)``,
+        ``new_h = round(H · scale)`` (half rounded up, kept within [1, S]) with
+        ``scale = min(S / W, S / H)``, by bilinear interpolation on cv2.resize's grid
+        (INTER_LINEAR, half-pixel centres, edge pixels replicated), equal to
+        ``cv2.resize(image, (new_w, new_h)) / 255`` within 1/255; it sits at
+        ``(pad_x, pad_y) = ((S - new_w) // 2, (S - new_h) // 2)``.
+    params : (5,) ndarray of float32
+        ``[scale, pad_x, pad_y, W, H]``. A network-input point ``(xn, yn)`` maps back to the
+        original image as ``((xn - pad_x) / scale, (yn - pad_y) / scale)``.
+
+    Raises
+    ------
+    TypeError
+        Not an ndarray, or a dtype other than uint8/uint16.
+    ValueError
+        Another shape, an empty image, or size / pad_value out of range.
+    """
+    return _core.letterbox(image, size, pad_value)
+
+
+def letterbox_batch(
+    images: Sequence[np.ndarray] | np.ndarray,
+    out: np.ndarray | None = None,
+    size: int = 416,
+    pad_value: float = 114,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Letterbox several images into one batch array, e.g. the buffer an inference engine binds.
+
+    Parameters
+    ----------
+    images : sequence of ndarray, or ndarray
+        N images, each as accepted by :func:`letterbox` (sizes and dtypes may differ). An ndarray
+        is read as a stack along its first axis: (N, H, W), (N, H, W, 3) or (N, H, W, 4).
+    out : (N, 3, S, S) ndarray of float32, optional
+        C-contiguous, writeable buffer to fill in place (it is also returned). Allocated when None.
+    size : int, default 416
+        Side S of each square.
+    pad_value : float, default 114
+        Padding level in 8-bit units (0–255).
+
+    Returns
+    -------
+    out : (N, 3, S, S) ndarray of float32
+        ``out[i]`` equals ``letterbox(images[i], size, pad_value)[0]``.
+    params : (N, 5) ndarray of float32
+        One ``[scale, pad_x, pad_y, W, H]`` row per image.
+
+    Raises
+    ------
+    TypeError
+        An image that is not a uint8/uint16 ndarray, or ``out`` not float32.
+    ValueError
+        A badly shaped image, or ``out`` of the wrong shape, not C-contiguous or read-only.
+    """
+    if isinstance(images, np.ndarray):
+        if images.ndim not in (3, 4):
+            raise ValueError(
+                "images as one ndarray must be a stack (N, H, W), (N, H, W, 3) or (N, H, W, 4), "
+                f"got {images.shape} {images.dtype}"
+            )
+        images = list(images)
+    elif not isinstance(images, Sequence):
+        images = list(images)
+    return _core.letterbox_batch(images, out, size, pad_value)
+
+
+def _float32_array(values: object, name: str, shape_hint: str) -> np.ndarray:
+    """Real-valued array_like → float32 ndarray; refuses strings, complex numbers and objects."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real-valued {shape_hint} array, got dtype {arr.dtype}")
+    return arr.astype(np.float32, copy=False)
+
+
+def segment_cells(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    hsv_low: HsvBound = None,
+    hsv_high: HsvBound = None,
+    disc: str = "circle",
+    fill: Sequence[int] | int = (0, 0, 0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Circle segmentation with HSV refinement: one mask per detection, and their union.
+
+    Each box becomes the disc at its centre with radius ``min(w, h) / 2`` (``disc="circle"``) or
+    the ellipse inscribed in it (``disc="ellipse"``). Pixel ``(x, y)`` belongs to it when its
+    centre ``(x + 0.5, y + 0.5)`` satisfies ``((x + 0.5 - cx) / a)² + ((y + 0.5 - cy) / b)² <= 1``,
+    so every mask pixel's centre lies inside its box. The mask is then intersected with the HSV
+    test ``hsv_low <= cv2.cvtColor(image, COLOR_BGR2HSV) <= hsv_high``, evaluated only inside the
+    discs.
+
+    Parameters
+    ----------
+    image : (H, W, 3) ndarray of uint8
+        BGR image.
+    boxes : (K, 4) array_like of float
+        Corner boxes ``(x1, y1, x2, y2)`` in image pixels (pixel ``x`` covers ``[x, x + 1)``).
+        Boxes may extend past the image (their masks are clipped); boxes with ``x2 <= x1``,
+        ``y2 <= y1`` or a NaN/inf coordinate have an empty mask.
+    scores : (K,) array_like of float
+        Confidence of each box; decides overlaps. NaN ranks below every number.
+    hsv_low, hsv_high : sequence of 3 int, optional
+        Inclusive HSV bounds in OpenCV units: H in 0–179 (180 accepted as an upper bound),
+        S and V in 0–255. ``hsv_low[0] > hsv_high[0]`` selects the hue range that wraps through 0
+        (``h >= low or h <= high``). Both None (default): no refinement, the disc alone.
+    disc : {"circle", "ellipse"}, default "circle"
+        Shape of the mask inside each box.
+    fill : sequence of 3 int or int, default (0, 0, 0)
+        BGR colour of the pixels outside every mask in ``segmented``.
+
+    Returns
+    -------
+    labels : (H, W) ndarray of int32
+        0 for background, ``i + 1`` where detection ``i``'s mask holds. Where masks overlap the
+        higher score wins; equal scores go to the lower index.
+    segmented : (H, W, 3) ndarray of uint8
+        ``image`` inside the union of all masks (``labels > 0``), ``fill`` elsewhere.
+
+    Raises
+    ------
+    TypeError
+        A non-uint8 image, non-numeric boxes/scores, or non-integer bounds.
+    ValueError
+        Wrong shapes, K mismatch between boxes and scores, bounds out of range, only one of
+        ``hsv_low``/``hsv_high`` given, or an unknown ``disc``.
+    """
+    boxes_f = _float32_array(boxes, "boxes", "(K, 4)")
+    if boxes_f.size == 0 and boxes_f.ndim == 1:  # [] → no boxes
+        boxes_f = boxes_f.reshape(0, 4)
+    scores_f = _float32_array(scores, "scores", "(K,)")
+    if isinstance(fill, (int, np.integer)):
+        fill = (int(fill),) * 3
+    return _core.segment_cells(image, boxes_f, scores_f, hsv_low, hsv_high, disc, fill)

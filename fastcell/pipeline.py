@@ -1,0 +1,427 @@
+"""``fastcell.stream(source)``: a pipelined generator of Results, in frame order.
+
+Three threads overlap the work, joined by bounded queues so memory stays flat however long the
+stream runs::
+
+    capture ──q_in──▶ preprocess + inference (batched) ──q_post──▶ post-processing ──q_out──▶ you
+
+* Batching: the inference thread takes up to ``batch_size`` frames, waiting at most
+  ``max_latency`` seconds after the first one for the batch to fill.
+* Live sources (cameras, URLs, callables) drop their *oldest* waiting frame when the pipeline is
+  behind (``stream.dropped`` counts them), so latency stays bounded; files, folders and iterables
+  never drop — the capture thread waits instead.
+* An exception in any stage ends the stream: the results before it are delivered, then the
+  consumer gets :class:`StreamError` whose ``__cause__`` is the original exception.
+* A source that blocks for longer than ``stall_timeout`` seconds (a frozen camera, a dead network
+  stream) ends the stream (``on_stall="end"``, logged) or raises :class:`StreamStalled`
+  (``on_stall="raise"``); a disconnect that the source reports is retried ``reconnect`` times
+  first (camera/URL sources). Nothing waits forever.
+* ``close()`` (or leaving the ``with`` block) stops every thread within about a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from fastcell.annotator import Annotator
+from fastcell.io.sources import ImageFiles, Source, open_source
+from fastcell.preprocess import check_frame
+from fastcell.results import Result
+
+__all__ = ["stream", "Stream", "StreamError", "StreamStalled"]
+
+log = logging.getLogger("fastcell")
+
+_POLL = 0.05  # seconds between checks of the stop flags while waiting on a queue
+
+
+class StreamError(RuntimeError):
+    """A stage of the stream failed; ``__cause__`` is the original exception."""
+
+
+class StreamStalled(TimeoutError):
+    """The source delivered no frame within ``stall_timeout`` seconds (``on_stall="raise"``)."""
+
+
+class _End:
+    """End-of-stream marker, passed down the queues."""
+
+
+class _Failure:
+    def __init__(self, stage: str, error: BaseException) -> None:
+        self.stage = stage
+        self.error = error
+
+
+_END = _End()
+_CAPTURE, _INFER, _POST = 0, 1, 2
+
+
+class Stream:
+    """An iterator of :class:`~fastcell.results.Result` over a source, run in background threads.
+
+    Build it with :func:`stream`. Attributes: ``fps`` (results/s over the last 256 results),
+    ``latency_p50`` / ``latency_p99`` (seconds, capture → result, over the last ``window``
+    results), ``dropped`` (live frames discarded), ``count`` (results delivered), ``failed``
+    (unreadable files as ``(path, reason)``), ``stalled`` (whether the source stalled).
+    """
+
+    def __init__(self, source: Source, annotator: Annotator, *, batch_size: int, max_latency: float,
+                 drop: bool, queue_size: int, stall_timeout: float | None, on_stall: str,
+                 own_annotator: bool, window: int = 10_000) -> None:
+        if on_stall not in ("end", "raise"):
+            raise ValueError(f"on_stall must be 'end' or 'raise', got {on_stall!r}")
+        self.source = source
+        self.annotator = annotator
+        self.batch_size = max(1, int(batch_size))
+        self.max_latency = max(0.0, float(max_latency))
+        self.drop = bool(drop)
+        self.stall_timeout = stall_timeout
+        self.on_stall = on_stall
+        self._own_annotator = own_annotator
+        self._check_frames = not isinstance(source, ImageFiles)  # files are checked on read
+        self._q_in: queue.Queue = queue.Queue(max(1, int(queue_size)))
+        self._q_post: queue.Queue = queue.Queue(2)
+        self._q_out: queue.Queue = queue.Queue(max(2, self.batch_size * 2))
+        self._stop = threading.Event()
+        self._cut = -1  # stages with an index below this stop (a later stage failed)
+        self._capture_lock = threading.Lock()
+        self._capture_done = False
+        self._waiting_since: float | None = None  # when the capture thread began waiting on the source
+        self.dropped = 0
+        self.count = 0
+        self.stalled = False
+        self._finished = False
+        self._latencies: deque[float] = deque(maxlen=int(window))
+        self._delivered: deque[float] = deque(maxlen=256)
+        self._threads = [
+            threading.Thread(target=self._run_capture, name="fastcell-capture", daemon=True),
+            threading.Thread(target=self._run_infer, name="fastcell-infer", daemon=True),
+            threading.Thread(target=self._run_post, name="fastcell-post", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- statistics ------------------------------------------------------------------------------
+    @property
+    def fps(self) -> float:
+        """Results per second over the last (up to) 256 results."""
+        if len(self._delivered) < 2:
+            return 0.0
+        span = self._delivered[-1] - self._delivered[0]
+        return (len(self._delivered) - 1) / span if span > 0 else 0.0
+
+    def _latency_percentile(self, q: float) -> float:
+        return float(np.percentile(np.fromiter(self._latencies, float), q)) if self._latencies else 0.0
+
+    @property
+    def latency_p50(self) -> float:
+        return self._latency_percentile(50)
+
+    @property
+    def latency_p99(self) -> float:
+        return self._latency_percentile(99)
+
+    @property
+    def failed(self) -> list[tuple[str, str]]:
+        return self.source.failed
+
+    @property
+    def live(self) -> bool:
+        return self.source.live
+
+    def stats(self) -> dict[str, Any]:
+        return {"count": self.count, "fps": self.fps, "latency_p50": self.latency_p50,
+                "latency_p99": self.latency_p99, "dropped": self.dropped, "failed": len(self.failed),
+                "stalled": self.stalled}
+
+    # -- queue helpers -----------------------------------------------------------------------------
+    def _halted(self, stage: int) -> bool:
+        return self._stop.is_set() or stage < self._cut
+
+    def _put(self, q: queue.Queue, item: Any, stage: int) -> bool:
+        """Blocking put that gives up when this stage must stop."""
+        while not self._halted(stage):
+            try:
+                q.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue, stage: int, timeout: float | None = None) -> Any:
+        """Blocking get (``None`` when this stage must stop or ``timeout`` passed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._halted(stage):
+            wait = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+            if wait <= 0:
+                return None
+            try:
+                return q.get(timeout=wait)
+            except queue.Empty:
+                continue
+        return None
+
+    def _fail(self, stage: int, name: str, error: BaseException, q: queue.Queue) -> None:
+        self._cut = max(self._cut, stage)
+        self._put(q, _Failure(name, error), stage + 1)
+
+    # -- stage threads -----------------------------------------------------------------------------
+    def _run_capture(self) -> None:
+        try:
+            frames = iter(self.source)
+            while not self._halted(_CAPTURE):
+                self._waiting_since = time.monotonic()
+                item = next(frames, _END)
+                self._waiting_since = None
+                with self._capture_lock:
+                    if self._capture_done or self._halted(_CAPTURE):
+                        return
+                    if item is _END:
+                        self._capture_done = True
+                        break
+                frame, name, index, stamp = item
+                if self._check_frames:
+                    try:
+                        frame = check_frame(frame)
+                    except ValueError as err:
+                        raise ValueError(f"frame {index} of {name}: {err}") from None
+                self._offer((frame, {"frame_index": index, "source": name, "timestamp": stamp}))
+            self._put(self._q_in, _END, _CAPTURE)
+        except BaseException as err:  # noqa: BLE001 - every failure goes to the consumer
+            self._waiting_since = None
+            with self._capture_lock:
+                if self._capture_done:
+                    return
+                self._capture_done = True
+            self._fail(_CAPTURE, "capture", err, self._q_in)
+
+    def _offer(self, item: tuple[np.ndarray, dict[str, Any]]) -> None:
+        """Queue a frame: live sources drop the oldest waiting frame instead of waiting."""
+        if not self.drop:
+            self._put(self._q_in, item, _CAPTURE)
+            return
+        while not self._halted(_CAPTURE):
+            try:
+                self._q_in.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    old = self._q_in.get_nowait()
+                except queue.Empty:
+                    continue
+                if isinstance(old, (_End, _Failure)):  # never lose a marker (cannot happen, but cheap)
+                    self._q_in.put(old)
+                    return
+                self.dropped += 1
+
+    def _run_infer(self) -> None:
+        try:
+            ended: Any = None
+            while ended is None:
+                first = self._get(self._q_in, _INFER)
+                if first is None:
+                    return
+                if isinstance(first, (_End, _Failure)):
+                    ended = first
+                    break
+                batch = [first]
+                deadline = time.monotonic() + self.max_latency
+                while len(batch) < self.batch_size:
+                    try:
+                        wait = deadline - time.monotonic()
+                        item = self._q_in.get(timeout=wait) if wait > 0 else self._q_in.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(item, (_End, _Failure)):
+                        ended = item
+                        break
+                    batch.append(item)
+                frames = [f for f, _ in batch]
+                tensor, params = self.annotator.preprocess(frames)
+                heads = self.annotator.infer(tensor)
+                if not self._put(self._q_post, (frames, [m for _, m in batch], heads, params.copy()), _INFER):
+                    return
+            self._put(self._q_post, ended, _INFER)
+        except BaseException as err:  # noqa: BLE001
+            self._fail(_INFER, "inference", err, self._q_post)
+
+    def _run_post(self) -> None:
+        try:
+            while True:
+                item = self._get(self._q_post, _POST)
+                if item is None:
+                    return
+                if isinstance(item, (_End, _Failure)):
+                    self._put(self._q_out, item, _POST)
+                    return
+                frames, meta, heads, params = item
+                for result in self.annotator.postprocess(heads, params, frames, meta):
+                    result.latency = time.monotonic() - result.timestamp
+                    if not self._put(self._q_out, result, _POST):
+                        return
+        except BaseException as err:  # noqa: BLE001
+            self._fail(_POST, "post-processing", err, self._q_out)
+
+    # -- consumer ----------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Result]:
+        return self
+
+    def __next__(self) -> Result:
+        while not self._finished:
+            try:
+                item = self._q_out.get(timeout=_POLL)
+            except queue.Empty:
+                self._check_health()
+                continue
+            if isinstance(item, Result):
+                self.count += 1
+                now = time.monotonic()
+                self._delivered.append(now)
+                self._latencies.append(item.latency)
+                return item
+            self.close()
+            if isinstance(item, _Failure):
+                raise StreamError(f"the {item.stage} stage of the stream failed: "
+                                  f"{type(item.error).__name__}: {item.error}") from item.error
+            if self.stalled and self.on_stall == "raise":
+                raise StreamStalled(f"{self.source.name} delivered no frame for {self.stall_timeout} s")
+        raise StopIteration
+
+    def _check_health(self) -> None:
+        """Called while the consumer waits: detect a stalled source or a pipeline that died."""
+        since = self._waiting_since
+        if (self.stall_timeout is not None and since is not None and not self.stalled
+                and time.monotonic() - since > self.stall_timeout):
+            self._on_stall()
+        if not self._threads[_POST].is_alive() and self._q_out.empty() and not self._finished:
+            self.close()  # every stage ended without a marker: only after close() from another thread
+            raise StreamError("the stream's threads stopped before the end of the source")
+
+    def _on_stall(self) -> None:
+        with self._capture_lock:
+            if self._capture_done:
+                return
+            self._capture_done = True  # the blocked capture thread must not queue anything later
+        self.stalled = True
+        log.warning("fastcell: %s delivered no frame for %.1f s; ending the stream (on_stall=%r)",
+                    self.source.name, self.stall_timeout, self.on_stall)
+        try:
+            self.source.close()  # may unblock a camera read
+        except Exception as err:  # noqa: BLE001 - closing a broken source may fail too
+            log.warning("fastcell: closing %s failed: %s", self.source.name, err)
+        # end the stream behind the frames already queued (q_in drains: inference keeps running)
+        threading.Thread(target=self._put, args=(self._q_in, _END, _INFER), daemon=True).start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop all threads and release the source (and the annotator this stream opened).
+
+        Returns within about ``timeout`` seconds even if the source is blocked in a read; such a
+        thread is a daemon and ends with the read.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        self._stop.set()
+        try:
+            self.source.close()
+        except Exception as err:  # noqa: BLE001
+            log.warning("fastcell: closing %s failed: %s", self.source.name, err)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+        for q in (self._q_in, self._q_post, self._q_out):  # free the frames held in the queues
+            while True:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    break
+        if self._own_annotator and not self._threads[_INFER].is_alive():
+            self.annotator.close()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def stream(source: Any, model: str | Path | Annotator = "default", *, device: str = "auto",
+           precision: str | None = None, batch_size: int | None = None, max_latency: float | None = None,
+           drop: bool | None = None, live: bool | None = None, queue_size: int | None = None,
+           keep_image: bool = True, segment: bool = True, stall_timeout: float | None = 10.0,
+           on_stall: str = "end", reconnect: int = 0, workers: int = 2, throughput: bool = False,
+           **overrides: Any) -> Stream:
+    """Annotate frames from ``source`` in background threads; iterate the Results in frame order.
+
+    Parameters
+    ----------
+    source : any
+        Camera index, video file, RTSP/HTTP URL, folder, glob, list of paths, iterable of numpy
+        frames, a callable returning frames, or a :class:`~fastcell.io.sources.Source`
+        (see :func:`fastcell.io.sources.open_source`).
+    model : str, path or Annotator
+        Model name/path (opened with ``device`` and ``precision``), or a ready Annotator (shared,
+        not closed by the stream).
+    batch_size : int, optional
+        Most frames per inference call. Default 1 for live sources (lowest latency), 8 otherwise.
+    max_latency : float, optional
+        Seconds the inference thread waits for a batch to fill. Default 0 for live sources, 0.05
+        otherwise.
+    drop : bool, optional
+        Drop the oldest waiting frame when behind. Default: True for live sources only.
+    live : bool, optional
+        Override whether the source counts as live.
+    queue_size : int, optional
+        Frames waiting for inference (default ``2 · batch_size``, at least 2).
+    keep_image : bool
+        Keep each original frame in its Result (needed by overlays/crops writers).
+    segment : bool
+        Compute labels and segmented images.
+    stall_timeout : float or None
+        Seconds a source may block before the stream ends (or raises); ``None``: wait forever.
+    on_stall : {"end", "raise"}
+        What a stall does.
+    reconnect : int
+        Camera/URL sources: reconnect attempts after a disconnect.
+    workers : int
+        Image-file decoding threads.
+    **overrides
+        Post-processing settings (``score_threshold``, ``merge``, ``hsv_low`` ...; see
+        :class:`~fastcell.annotator.Annotator`).
+
+    Returns
+    -------
+    Stream
+        Iterate it (or use it as a context manager); ``close()`` stops it.
+    """
+    src = open_source(source, live=live, reconnect=reconnect, workers=workers)
+    is_live = src.live
+    batch_size = int(batch_size) if batch_size else (1 if is_live else 8)
+    max_latency = (0.0 if is_live else 0.05) if max_latency is None else float(max_latency)
+    drop = is_live if drop is None else bool(drop)
+    own = not isinstance(model, Annotator)
+    try:
+        if own:
+            annotator = Annotator.from_model(model, device, precision, throughput=throughput, segment=segment,
+                                             keep_image=keep_image, max_batch=batch_size, **overrides)
+        else:
+            annotator = model
+            if overrides or not segment or not keep_image:
+                annotator = Annotator(model.backend, model.spec, segment=segment, keep_image=keep_image,
+                                      max_batch=batch_size, **overrides)
+    except BaseException:
+        src.close()
+        raise
+    return Stream(src, annotator, batch_size=batch_size, max_latency=max_latency, drop=drop,
+                  queue_size=queue_size or max(2, 2 * batch_size), stall_timeout=stall_timeout,
+                  on_stall=on_stall, own_annotator=own)

@@ -1,0 +1,127 @@
+"""Head outputs → :class:`~fastcell.results.Result` objects.
+
+One C++ call decodes, filters, NMS-es and GBCIOU-merges the whole batch (``fastcell.ops.postprocess``);
+then each frame's boxes become circle/HSV masks on an 8-bit BGR view of the frame
+(``fastcell.ops.segment_cells``). Every threshold comes from the model's :class:`~fastcell.spec.ModelSpec`
+unless overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from fastcell.preprocess import to_bgr8
+from fastcell.results import Result
+from fastcell.spec import ModelSpec
+
+__all__ = ["Postprocessor", "OVERRIDABLE"]
+
+#: override name → (ModelSpec section, field)
+OVERRIDABLE: dict[str, tuple[str, str]] = {
+    "score_threshold": ("thresholds", "score"),
+    "nms_iou": ("thresholds", "nms_iou"),
+    "gbciou": ("thresholds", "gbciou"),
+    "merge_iou": ("thresholds", "merge_iou"),
+    "merge": ("thresholds", "merge"),
+    "class_agnostic": ("thresholds", "class_agnostic_nms"),
+    "max_detections": ("thresholds", "max_detections"),
+    "disc": ("segmentation", "disc"),
+    "hsv_low": ("segmentation", "hsv_low"),
+    "hsv_high": ("segmentation", "hsv_high"),
+    "fill": ("segmentation", "fill"),
+}
+
+
+def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
+    """A copy of ``spec`` with thresholds/segmentation fields replaced by ``overrides``.
+
+    Raises
+    ------
+    TypeError
+        For a name that is not in :data:`OVERRIDABLE`.
+    """
+    unknown = set(overrides) - set(OVERRIDABLE)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; expected some of {sorted(OVERRIDABLE)}")
+    sections: dict[str, dict[str, Any]] = {"thresholds": {}, "segmentation": {}}
+    for key, value in overrides.items():
+        section, name = OVERRIDABLE[key]
+        if key in ("hsv_low", "hsv_high", "fill") and value is not None:
+            value = tuple(int(v) for v in value)
+        sections[section][name] = value
+    merge = sections["thresholds"].get("merge", spec.thresholds.merge)
+    if merge not in ("multi", "single", "none"):
+        raise ValueError(f"merge must be 'multi', 'single' or 'none', got {merge!r}")
+    return spec.replace(
+        thresholds=dataclasses.replace(spec.thresholds, **sections["thresholds"]),
+        segmentation=dataclasses.replace(spec.segmentation, **sections["segmentation"]),
+    )
+
+
+class Postprocessor:
+    """Turn a batch of raw head outputs into Results.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        Classes, anchors, strides, thresholds and segmentation settings.
+    segment : bool
+        Compute the instance label image and the segmented image (off: boxes only, faster).
+    keep_image : bool
+        Keep the original frame in each Result (writers need it for overlays and crops).
+    """
+
+    def __init__(self, spec: ModelSpec, *, segment: bool = True, keep_image: bool = True) -> None:
+        self.spec = spec
+        self.segment = bool(segment)
+        self.keep_image = bool(keep_image)
+        t = spec.thresholds
+        self._decode_args = dict(
+            strides=[h.stride for h in spec.heads],
+            anchors=[spec.head_anchors(h) for h in spec.heads],
+            num_classes=spec.num_classes,
+            score_threshold=float(t.score),
+            nms_iou=float(t.nms_iou),
+            merge=t.merge,
+            gbciou=float(t.gbciou),
+            merge_iou=float(t.merge_iou),
+            class_agnostic=bool(t.class_agnostic_nms),
+            max_detections=int(t.max_detections),
+        )
+        s = spec.segmentation
+        self._segment_args = dict(hsv_low=s.hsv_low, hsv_high=s.hsv_high, disc=s.disc, fill=s.fill)
+
+    def __call__(self, heads: Sequence[np.ndarray], params: np.ndarray, frames: Sequence[np.ndarray],
+                 meta: Sequence[dict[str, Any]] | None = None) -> list[Result]:
+        """Build one Result per frame.
+
+        Parameters
+        ----------
+        heads : list of ndarray of float32
+            The backend's outputs, in ``spec.heads`` order, batch size N.
+        params : (N, 5) ndarray of float32
+            The letterbox parameters of the batch.
+        frames : sequence of N checked frames
+            The original frames (any accepted dtype/channels).
+        meta : sequence of N dicts, optional
+            Per-frame ``frame_index``, ``source``, ``timestamp`` to store in the Results.
+        """
+        from fastcell import ops
+
+        detections = ops.postprocess(list(heads), params, **self._decode_args)
+        results = []
+        for i, (frame, (boxes, scores, class_ids)) in enumerate(zip(frames, detections)):
+            labels = segmented = None
+            if self.segment:
+                labels, segmented = ops.segment_cells(to_bgr8(frame), boxes, scores, **self._segment_args)
+            info = meta[i] if meta is not None else {}
+            results.append(Result(
+                boxes=boxes, scores=scores, class_ids=class_ids, classes=self.spec.classes,
+                labels=labels, segmented=segmented, image=frame if self.keep_image else None,
+                frame_index=int(info.get("frame_index", i)), source=info.get("source"),
+                timestamp=float(info.get("timestamp", 0.0)),
+            ))
+        return results

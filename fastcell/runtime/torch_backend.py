@@ -1,0 +1,95 @@
+"""PyTorch eager: runs a training checkpoint directly, for development only (never the default).
+
+torch is imported when this backend is constructed, never by the rest of the inference path.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastcell.runtime._base import check_batch, require
+from fastcell.spec import ModelSpec
+
+__all__ = ["TorchBackend", "load_state_dict"]
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """Read model weights from a checkpoint: a bare state dict or a dict holding one under
+    ``"model"``, ``"state_dict"`` or ``"ema"``."""
+    torch = require("torch", "train", "the torch backend")
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("ema", "model", "state_dict"):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            return ckpt[key]
+    if isinstance(ckpt, dict) and all(hasattr(v, "shape") for v in ckpt.values()):
+        return ckpt
+    raise ValueError(f"{path} holds no model weights (expected a state dict, or one under "
+                     f"'model'/'state_dict'/'ema'; found keys {list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__})")
+
+
+class TorchBackend:
+    """Run AttentionNet in PyTorch eager mode (fp32, CPU).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model description (classes, input size, head order).
+    checkpoint : path, optional
+        Weights to load. Default: ``spec.extra["checkpoint"]`` (relative to the JSON) or
+        ``model.pt`` beside ``model.json``.
+    model : torch.nn.Module, optional
+        An already built network returning the heads in ``spec.heads`` order (wins over
+        ``checkpoint``).
+    channels_last : bool
+        Run in channels-last memory format (faster on CPU, same results up to rounding).
+    """
+
+    name = "torch"
+
+    def __init__(self, spec: ModelSpec, checkpoint: str | Path | None = None, *, model: Any = None,
+                 precision: str | None = None, channels_last: bool = True) -> None:
+        torch = require("torch", "train", "the torch backend")
+        if precision not in (None, "fp32"):
+            raise ValueError(f"the torch backend runs fp32 only, got precision={precision!r}")
+        self.spec = spec
+        self.precision = "fp32"
+        if model is None:
+            from fastcell.model import AttentionNet
+
+            model = AttentionNet(spec.num_classes, spec.input_size)
+            model.load_state_dict(load_state_dict(self._checkpoint_path(spec, checkpoint)))
+        self._torch = torch
+        self._channels_last = channels_last
+        self._model = model.eval().to(memory_format=torch.channels_last) if channels_last else model.eval()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _checkpoint_path(spec: ModelSpec, checkpoint: str | Path | None) -> Path:
+        if checkpoint is not None:
+            return Path(checkpoint)
+        if spec.path is None:
+            raise ValueError("no checkpoint given and the spec was not read from a file")
+        path = spec.path.parent / str(spec.extra.get("checkpoint", "model.pt"))
+        if not path.is_file():
+            raise FileNotFoundError(f"the torch backend needs a checkpoint; none at {path}")
+        return path
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        batch = check_batch(batch, self.spec.input_size)
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            x = torch.from_numpy(batch)
+            if self._channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            heads = self._model(x)
+            return [np.ascontiguousarray(h.float().numpy()) for h in heads]
+
+    def close(self) -> None:
+        self._model = None
+
+    def __repr__(self) -> str:
+        return f"TorchBackend({self.spec.name!r}, precision='fp32')"

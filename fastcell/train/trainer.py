@@ -1,0 +1,320 @@
+"""The training loop: AdamW/SGD, cosine LR with warm-up, EMA, gradient clipping, bf16 autocast.
+
+Every epoch writes ``last.pt`` (and ``best.pt`` when the validation mAP@0.5 improves), so a run
+that is killed loses at most one epoch. ``resume`` restores model, EMA, optimizer, step counter
+(the LR schedule is a pure function of it), the RNG states and the epoch; the data order and the
+augmentations are drawn from ``(seed, epoch)``, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from fastcell.data.augment import Augment
+from fastcell.data.dataset import DetectionDataset, collate
+from fastcell.data.labels import LabelSet, load_labels
+from fastcell.evaluation.metrics import evaluate_detections
+from fastcell.evaluation.predict import postprocess_backend, predict_dataset
+from fastcell.model.anchors import kmeans_anchors, mean_best_iou, scaled_box_sizes
+from fastcell.model.attentionnet import AttentionNet
+from fastcell.model.loss import YoloLoss
+from fastcell.spec import Thresholds
+
+__all__ = ["TrainConfig", "Trainer", "ModelEMA", "bf16_supported"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (saved in every checkpoint and in ``config.json``)."""
+
+    data: str
+    out: str = "runs/train"
+    train_split: str = "train"
+    val_split: str = "val"
+    input_size: int = 416
+    epochs: int = 100
+    batch_size: int = 16
+    optimizer: str = "adamw"  # or "sgd"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.937
+    warmup_epochs: float = 3.0
+    final_lr_ratio: float = 0.05
+    ema_decay: float = 0.999
+    ema_tau: float = 200.0  # EMA decay ramps up as 1 - exp(-updates / tau)
+    clip_norm: float = 10.0
+    bf16: bool = True
+    channels_last: bool = True
+    seed: int = 0
+    workers: int = 0
+    threads: int = 0  # 0: leave torch's default
+    mosaic: float = 0.5
+    close_mosaic: int = 10  # last epochs without mosaic (train on the deployed look)
+    scale: float = 0.3
+    translate: float = 0.1
+    hsv_h: float = 0.015
+    hsv_s: float = 0.5
+    hsv_v: float = 0.3
+    ignore_iou: float = 0.7
+    assign_iou: float = 0.3
+    val_every: int = 2
+    val_score: float = 0.001  # low threshold for mAP (the curve needs the low-score tail)
+    anchors: list = field(default_factory=list)  # empty: K-means++ on the training boxes
+    max_images: int = 0  # >0: use only the first N training/val images (tests, smoke runs)
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def augment(self, mosaic: bool = True) -> Augment:
+        return Augment(mosaic=self.mosaic if mosaic else 0.0, scale=self.scale, translate=self.translate,
+                       hsv_h=self.hsv_h, hsv_s=self.hsv_s, hsv_v=self.hsv_v)
+
+
+def bf16_supported() -> bool:
+    """bf16 autocast pays off on CPUs with AVX512-BF16 or AMX (oneDNN's bf16 kernels)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+class ModelEMA:
+    """Exponential moving average of the weights (and BN buffers), with a warm-up ramp."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, tau: float, updates: int = 0) -> None:
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.decay, self.tau, self.updates = decay, tau, updates
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        msd = model.state_dict()
+        for k, v in self.ema.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
+
+
+def _subset(labels: LabelSet, n: int) -> LabelSet:
+    if n <= 0:
+        return labels
+    return LabelSet(labels.classes, labels.samples[:n], labels.issues, labels.root, labels.split)
+
+
+class Trainer:
+    """Trains AttentionNet on a data set; see :class:`TrainConfig` for the knobs."""
+
+    def __init__(self, config: TrainConfig, resume: str | Path | None = None) -> None:
+        self.resume_state = None
+        if resume is not None:
+            self.resume_state = torch.load(resume, map_location="cpu", weights_only=False)
+            saved = TrainConfig.from_dict(self.resume_state["config"])
+            # a resumed run keeps its own definition; only the epoch budget may be extended
+            saved.epochs = max(saved.epochs, config.epochs) if config.epochs else saved.epochs
+            saved.progress = config.progress
+            config = saved
+        self.cfg = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._seed_everything(config.seed)
+        self.train_labels = _subset(load_labels(config.data, config.train_split), config.max_images)
+        self.val_labels = _subset(load_labels(config.data, config.val_split, self.train_labels.classes),
+                                  config.max_images)
+        for issue in self.train_labels.issues + self.val_labels.issues:
+            print(f"skipped label: {issue}")
+        self.classes = self.train_labels.classes
+        wh = scaled_box_sizes(self.train_labels, config.input_size)
+        if config.anchors:
+            self.anchors = np.asarray(config.anchors, np.float32).reshape(6, 2)
+        else:
+            self.anchors = kmeans_anchors(wh, 6, "iou", seed=config.seed)
+            config.anchors = self.anchors.round(2).tolist()
+        self.anchor_iou = mean_best_iou(wh, self.anchors)
+        self.bf16 = config.bf16 and bf16_supported()
+        self.model = AttentionNet(len(self.classes), config.input_size)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = YoloLoss(self.anchors, len(self.classes), ignore_iou=config.ignore_iou,
+                                  assign_iou=config.assign_iou)
+        self.optimizer = self._make_optimizer()
+        self.ema = ModelEMA(self.model, config.ema_decay, config.ema_tau)
+        self.train_set = DetectionDataset(self.train_labels, config.input_size, config.augment(), config.seed,
+                                          progress=config.progress)
+        self.val_set = DetectionDataset(self.val_labels, config.input_size, None, progress=config.progress)
+        self.steps_per_epoch = max(1, len(self.train_set) // config.batch_size)
+        self.start_epoch, self.step, self.best_map, self.history = 0, 0, -1.0, []
+        if self.resume_state is not None:
+            self._load_state(self.resume_state)
+        (self.out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+    # -- setup -------------------------------------------------------------------------------------
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            # weight decay on conv weights only; BN scales/shifts and biases are left alone
+            (decay if p.ndim == 4 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if self.cfg.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.momentum, 0.999))
+        if self.cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.cfg.optimizer!r}")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine from ``lr`` to ``lr · final_lr_ratio`` at the last step."""
+        total = self.cfg.epochs * self.steps_per_epoch
+        warm = int(self.cfg.warmup_epochs * self.steps_per_epoch)
+        if step < warm:
+            return self.cfg.lr * (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        floor = self.cfg.final_lr_ratio
+        return self.cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,  # the number of finished epochs
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.ema.state_dict(),
+            "ema_updates": self.ema.updates,
+            "optimizer": self.optimizer.state_dict(),
+            "best_map": self.best_map,
+            "history": self.history,
+            "config": asdict(self.cfg),
+            "classes": list(self.classes),
+            "anchors": self.anchors.tolist(),
+            "input_size": self.cfg.input_size,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }
+
+    def _load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.ema.load_state_dict(state["ema"])
+        self.ema.updates = state["ema_updates"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch, self.step = state["epoch"], state["step"]
+        self.best_map, self.history = state["best_map"], list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+    def _save(self, epoch: int, is_best: bool) -> None:
+        state = self._state(epoch)
+        tmp = self.out / "last.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.out / "last.pt")  # atomic: a kill mid-write never leaves a broken last.pt
+        if is_best:
+            torch.save(state, self.out / "best.tmp")
+            (self.out / "best.tmp").replace(self.out / "best.pt")
+
+    # -- loop --------------------------------------------------------------------------------------
+    def train_one_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        self.train_set.augment = cfg.augment(mosaic=epoch < cfg.epochs - cfg.close_mosaic)
+        self.train_set.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                            num_workers=cfg.workers, collate_fn=collate, generator=generator,
+                            persistent_workers=False)
+        self.model.train()
+        sums = torch.zeros(4)
+        count = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        for images, targets, _, _ in bar:
+            lr = self.lr_at(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x = images.float().div_(255)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                outputs = self.model(x)
+            loss, parts = self.criterion(outputs, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+            self.optimizer.step()
+            self.ema.update(self.model)
+            self.step += 1
+            sums += parts
+            count += 1
+            bar.set_postfix(loss=f"{float(sums[3]) / count:.4f}", lr=f"{lr:.2e}")
+        mean = (sums / max(count, 1)).tolist()
+        return {"box": mean[0], "obj": mean[1], "cls": mean[2], "loss": mean[3], "lr": self.lr_at(max(self.step - 1, 0))}
+
+    def validate(self, model: torch.nn.Module | None = None, split_set: DetectionDataset | None = None):
+        model = model or self.ema.ema
+        dataset = split_set or self.val_set
+        preds, gts = predict_dataset(model, dataset, self.anchors, Thresholds(score=self.cfg.val_score),
+                                     batch_size=self.cfg.batch_size, progress=self.cfg.progress,
+                                     autocast_bf16=self.bf16, channels_last=self.cfg.channels_last)
+        return evaluate_detections(preds, gts, self.classes, score_threshold=0.25)
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        print(f"classes {list(self.classes)}; anchors {self.anchors.round(1).tolist()} "
+              f"(mean best IoU {self.anchor_iou:.3f}); {len(self.train_set)} train / {len(self.val_set)} val images; "
+              f"bf16 {'on' if self.bf16 else 'off'}; post-processing for validation: {postprocess_backend()}",
+              flush=True)
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.time()
+            row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
+            last = epoch + 1 == cfg.epochs
+            is_best = False
+            if (epoch + 1) % cfg.val_every == 0 or last:
+                metrics = self.validate()
+                row.update({"val_mAP50": metrics.map50, "val_mAP50_95": metrics.map50_95,
+                            **{f"val_AP50_{c}": float(a) for c, a in zip(self.classes, metrics.ap50)}})
+                if metrics.map50 > self.best_map:
+                    self.best_map, is_best = metrics.map50, True
+            row["seconds"] = time.time() - t0
+            self.history.append(row)
+            self._save(epoch + 1, is_best)
+            self._write_log()
+            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+            print(msg + (" *best*" if is_best else ""), flush=True)
+        return {"best_mAP50": self.best_map, "out": str(self.out)}
+
+    def _write_log(self) -> None:
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        with open(self.out / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        try:
+            from fastcell.train.plots import plot_history
+
+            plot_history(self.history, self.out / "results.png")
+        except Exception as exc:  # plots are a convenience; never lose a run over them
+            print(f"could not draw plots: {exc}")

@@ -1,0 +1,175 @@
+"""Backends: the choice among them, their contracts, and agreement with each other on real images."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+
+from fastcell.annotator import Annotator
+from fastcell.runtime import available_backends, open_backend
+from fastcell.spec import ModelSpec
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch (fastcell[train]) is not installed")
+
+
+@pytest.fixture(scope="module")
+def spec(random_model_dir) -> ModelSpec:
+    return ModelSpec.load(random_model_dir)
+
+
+@pytest.fixture(scope="module")
+def bccd_batch(bccd_images):
+    """Real BCCD frames letterboxed by the product's own preprocessing."""
+    frames = [cv2.imread(str(p)) for p in bccd_images[:4]]
+    from fastcell.preprocess import Preprocessor
+
+    batch, params = Preprocessor()(frames)
+    return frames, batch.copy(), params.copy()
+
+
+# -- choosing a backend ------------------------------------------------------------------------------
+@needs_openvino
+def test_auto_prefers_openvino(spec):
+    backend = open_backend(spec, "auto")
+    assert backend.name == "openvino"
+    assert backend.precision in ("bf16", "fp32")
+    backend.close()
+
+
+def test_auto_falls_back_to_onnxruntime(spec, monkeypatch):
+    import fastcell.runtime as runtime
+
+    monkeypatch.setattr(runtime, "available_backends", lambda: ["onnxruntime"])
+    backend = open_backend(spec, "cpu")
+    assert backend.name == "onnxruntime" and backend.precision == "fp32"
+
+
+def test_missing_engine_says_which_extra(spec, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(ImportError, match=r'pip install "fastcell\[train\]"'):
+        open_backend(spec, "torch")
+
+
+def test_unknown_device_and_precision_are_refused(spec):
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        open_backend(spec, "tpu")
+    with pytest.raises(ValueError, match="bf16 needs the openvino backend"):
+        open_backend(spec, "onnxruntime", precision="bf16")
+
+
+@needs_openvino
+def test_int8_without_calibration_is_refused_with_the_way_out(spec):
+    with pytest.raises(ValueError, match="quantize_int8"):
+        open_backend(spec, "openvino", precision="int8")
+
+
+def test_available_backends_lists_what_imports():
+    present = available_backends()
+    assert "onnxruntime" in present  # a hard dependency
+    assert ("openvino" in present) == HAS_OPENVINO
+
+
+# -- the protocol ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [np.zeros((1, 3, 416, 416), np.float64), np.zeros((3, 416, 416), np.float32),
+                                 np.zeros((1, 3, 320, 320), np.float32), np.zeros((0, 3, 416, 416), np.float32)])
+def test_bad_batches_are_refused(spec, bad):
+    backend = open_backend(spec, "onnxruntime")
+    with pytest.raises(ValueError, match=r"\(N>=1, 3, 416, 416\) float32"):
+        backend.infer(bad)
+
+
+@pytest.mark.parametrize("device", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_outputs_have_the_spec_shapes_and_belong_to_the_caller(spec, bccd_batch, device):
+    _, batch, _ = bccd_batch
+    backend = open_backend(spec, device, "fp32")
+    first = backend.infer(batch[:2])
+    kept = [h.copy() for h in first]
+    second = backend.infer(batch[2:4])
+    for head, h, k in zip(spec.heads, first, kept):
+        assert h.shape == (2, spec.head_width, 416 // head.stride, 416 // head.stride)
+        assert h.dtype == np.float32
+        np.testing.assert_array_equal(h, k)  # not overwritten by the next call
+    assert not np.allclose(first[0], second[0])  # different images, different outputs
+
+
+# -- agreement on real images ------------------------------------------------------------------------
+def _fp32_backends(spec):
+    backends = [open_backend(spec, "onnxruntime")]
+    if HAS_OPENVINO:
+        backends.append(open_backend(spec, "openvino", "fp32"))
+    if HAS_TORCH:
+        backends.append(open_backend(spec, "torch"))
+    return backends
+
+
+def test_fp32_backends_agree_on_raw_heads(spec, bccd_batch):
+    _, batch, _ = bccd_batch
+    outputs = [(b.name, b.infer(batch)) for b in _fp32_backends(spec)]
+    ref_name, ref = outputs[0]
+    for name, heads in outputs[1:]:
+        for a, b in zip(ref, heads):
+            scale = float(np.abs(a).max())
+            assert np.abs(a - b).max() <= 1e-3 * max(1.0, scale), f"{name} vs {ref_name}"
+
+
+def _match(a, b, tol_px=1.0, margin=1e-3, threshold=0.25):
+    """Every confident detection of ``a`` has one in ``b`` with the same class and corners within ``tol_px``.
+
+    Detections whose score is within ``margin`` of the threshold may flip either way between
+    engines, so they are not required to match.
+    """
+    for box, score, cls in zip(a.boxes, a.scores, a.class_ids):
+        if score < threshold + margin:
+            continue
+        same = (b.class_ids == cls) & (np.abs(b.boxes - box).max(axis=1) <= tol_px)
+        assert same.any(), f"detection {box} ({score:.3f}, class {cls}) missing"
+
+
+def test_fp32_backends_find_the_same_cells_on_bccd(spec, bccd_batch):
+    frames, _, _ = bccd_batch
+    results = [Annotator(b, spec).batch(frames) for b in _fp32_backends(spec)]
+    assert sum(len(r) for r in results[0]) > 0  # the test model does detect something
+    for other in results[1:]:
+        for ra, rb in zip(results[0], other):
+            _match(ra, rb)
+            _match(rb, ra)
+
+
+@needs_openvino
+def test_throughput_mode_gives_the_latency_mode_outputs(spec, bccd_batch):
+    _, batch, _ = bccd_batch
+    latency = open_backend(spec, "openvino", "fp32").infer(batch)
+    throughput = open_backend(spec, "openvino", "fp32", throughput=True).infer(batch)
+    for a, b in zip(latency, throughput):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
+@needs_openvino
+def test_bf16_stays_close_to_fp32(spec, bccd_batch):
+    _, batch, _ = bccd_batch
+    backend = open_backend(spec, "openvino")
+    if backend.precision != "bf16":
+        pytest.skip("this CPU runs OpenVINO in fp32 (no bf16)")
+    fp32 = open_backend(spec, "onnxruntime").infer(batch)
+    for a, b in zip(fp32, backend.infer(batch)):
+        # bf16 keeps 8 mantissa bits: a few percent of the output range after 13 layers
+        assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()
+
+
+def test_shipped_model_backends_agree_within_a_pixel(default_model_json, bccd_images):
+    spec = ModelSpec.load(default_model_json)
+    frames = [cv2.imread(str(p)) for p in bccd_images]
+    ort = Annotator(open_backend(spec, "onnxruntime"), spec).batch(frames)
+    assert sum(len(r) for r in ort) >= len(frames)  # a trained model finds cells in every field
+    others = [open_backend(spec, "openvino", "fp32")] if HAS_OPENVINO else []
+    for backend in others:
+        for ra, rb in zip(ort, Annotator(backend, spec).batch(frames)):
+            _match(ra, rb, threshold=spec.thresholds.score)
+            _match(rb, ra, threshold=spec.thresholds.score)
