@@ -1,9 +1,52 @@
-"""Type stubs of the compiled core ``fastcell._core`` (use :mod:`fastcell.ops`, not this module)."""
+"""Type stubs of the compiled core. Use :mod:`fastcell.ops` (documented wrappers), not this module."""
 
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+
+_Detections = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int32]]
+
+# --- build facts (register_info.cpp) ------------------------------------------------------------------
+__version__: str
+
+def has_cuda() -> bool: ...
+def compiler() -> str: ...
+
+# --- box kernels (register_boxes.cpp) ---------------------------------------------------------------------
+def box_iou(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
+def decode(
+    heads: Sequence[npt.ArrayLike],
+    strides: Sequence[float],
+    anchors: Sequence[npt.ArrayLike],
+    num_classes: int,
+    score_threshold: float,
+) -> list[_Detections]: ...
+def nms(
+    boxes: npt.ArrayLike, scores: npt.ArrayLike, iou_threshold: float, class_ids: npt.ArrayLike | None = None
+) -> npt.NDArray[np.int64]: ...
+def gbciou_merge(
+    boxes: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    class_ids: npt.ArrayLike | None,
+    threshold: float = 0.5,
+    mode: str = "multi",
+    merge_iou: float = 0.5,
+) -> _Detections: ...
+def postprocess(
+    heads: Sequence[npt.ArrayLike],
+    params: npt.ArrayLike,
+    strides: Sequence[float],
+    anchors: Sequence[npt.ArrayLike],
+    num_classes: int,
+    score_threshold: float = 0.25,
+    nms_iou: float = 0.45,
+    merge: str = "multi",
+    gbciou: float = 0.5,
+    merge_iou: float = 0.5,
+    class_agnostic: bool = False,
+    max_detections: int | None = 300,
+) -> list[_Detections]: ...
 
 # --- image kernels (csrc/bindings/register_image.cpp) -------------------------------------------
 def letterbox(

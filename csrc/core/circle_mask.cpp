@@ -75,6 +75,7 @@ void paint_disc(const ImageView<std::uint8_t>& image, const Disc& disc, std::int
   const int y_last = clamp_to_int(std::ceil(disc.cy + disc.b - 0.5), 0, image.height - 1);
   const int* sat_table = kHsvTables.saturation.data();
   const int* hue_table = kHsvTables.hue.data();
+  const bool check_hue = hue_range_restricts(hsv);
   for (int y = y_first; y <= y_last; ++y) {
     int x_first = 0, x_last = -1;
     if (!disc_row_span(disc, y, image.width, x_first, x_last)) continue;
@@ -84,9 +85,7 @@ void paint_disc(const ImageView<std::uint8_t>& image, const Disc& disc, std::int
       std::int32_t& l = labels[row + static_cast<std::size_t>(x)];
       if (l != 0) continue;
       const std::uint8_t* px = src + 3 * x;
-      if (hsv.enabled && !hsv_in_range(bgr_to_hsv(px[0], px[1], px[2], sat_table, hue_table), hsv.low, hsv.high)) {
-        continue;
-      }
+      if (hsv.enabled && !bgr_in_hsv_range(px[0], px[1], px[2], hsv, check_hue, sat_table, hue_table)) continue;
       l = label;
       if (segmented != nullptr) std::memcpy(segmented + 3 * (row + static_cast<std::size_t>(x)), px, 3);
     }

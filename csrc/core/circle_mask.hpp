@@ -77,6 +77,23 @@ FASTCELL_HD inline bool hsv_in_range(const Hsv& p, const std::uint8_t* low, cons
   return hue_ok && p.s >= low[1] && p.s <= high[1] && p.v >= low[2] && p.v <= high[2];
 }
 
+// The same test as hsv_in_range(bgr_to_hsv(...)), with early exits: V first, then S, and the hue
+// (a branchy division-table step) only when the hue range excludes something (`check_hue`).
+FASTCELL_HD inline bool bgr_in_hsv_range(int b, int g, int r, const HsvRange& range, bool check_hue,
+                                         const int* saturation_table, const int* hue_table) {
+  const int v = max_of(max_of(b, g), r);
+  if (v < range.low[2] || v > range.high[2]) return false;
+  const int diff = v - min_of(min_of(b, g), r);
+  const int s = (diff * saturation_table[v] + (1 << (kHsvShift - 1))) >> kHsvShift;
+  if (s < range.low[1] || s > range.high[1]) return false;
+  return !check_hue || hsv_in_range(bgr_to_hsv(b, g, r, saturation_table, hue_table), range.low, range.high);
+}
+
+// Whether a hue range [low, high] (wrapping when low > high) excludes any of OpenCV's hues 0..179.
+FASTCELL_HD inline bool hue_range_restricts(const HsvRange& range) {
+  return !(range.low[0] == 0 && range.high[0] >= 179) && !(range.low[0] == range.high[0] + 1);
+}
+
 // The disc (or ellipse) of one box: centre and semi-axes in pixel coordinates.
 struct Disc {
   double cx, cy, a, b;

@@ -24,35 +24,66 @@ void merge_single(const float* boxes, const float* scores, const std::int32_t* c
   out.push_back(top, scores[order[0]], class_of(class_ids, order[0]));
 }
 
+// The kept cells as coordinate columns, so finding the first one that overlaps a box is a SIMD scan.
+struct KeptCells {
+  std::vector<float> x1, y1, x2, y2, area;
+  std::vector<std::int64_t> index;  // the input index of the box that founded the cell (its B)
+
+  std::size_t size() const { return index.size(); }
+  Box box(std::size_t m) const { return Box{x1[m], y1[m], x2[m], y2[m]}; }
+  void set(std::size_t m, const Box& b) {
+    x1[m] = b.x1;
+    y1[m] = b.y1;
+    x2[m] = b.x2;
+    y2[m] = b.y2;
+    area[m] = fastcell::core::area(b);
+  }
+  void push_back(const Box& b, std::int64_t i) {
+    x1.push_back(b.x1);
+    y1.push_back(b.y1);
+    x2.push_back(b.x2);
+    y2.push_back(b.y2);
+    area.push_back(fastcell::core::area(b));
+    index.push_back(i);
+  }
+
+  // The first kept cell whose IoU with `a` is > floor, or size() for none. IoUs are computed a block
+  // at a time without branches (vectorised), then the block is searched for the first hit.
+  std::size_t first_overlapping(const Box& a, float floor) const {
+    constexpr std::size_t kBlock = 64;
+    const float area_a = fastcell::core::area(a);
+    std::uint8_t hit[kBlock];
+    for (std::size_t start = 0; start < size(); start += kBlock) {
+      const std::size_t len = min_of(kBlock, size() - start);
+      for (std::size_t k = 0; k < len; ++k) {
+        const std::size_t m = start + k;
+        const float w = max_of(0.0f, min_of(a.x2, x2[m]) - max_of(a.x1, x1[m]));
+        const float h = max_of(0.0f, min_of(a.y2, y2[m]) - max_of(a.y1, y1[m]));
+        hit[k] = static_cast<std::uint8_t>(iou_from(w * h, area[m], area_a) > floor);
+      }
+      for (std::size_t k = 0; k < len; ++k)
+        if (hit[k]) return start + k;
+    }
+    return size();
+  }
+};
+
 void merge_multi(const float* boxes, const float* scores, const std::int32_t* class_ids, const std::int64_t* order,
                  std::size_t n, const MergeOptions& options, Detections& out) {
-  std::vector<Box> kept;
-  std::vector<float> kept_area;
-  std::vector<std::int64_t> kept_index;
-  kept.reserve(n);
-  kept_area.reserve(n);
-  kept_index.reserve(n);
+  KeptCells kept;
   for (std::size_t k = 0; k < n; ++k) {
     const Box a = load_box(boxes, static_cast<std::size_t>(order[k]));
-    const float area_a = area(a);
-    std::size_t match = kept.size();
-    for (std::size_t m = 0; m < kept.size(); ++m) {
-      if (iou_from(intersection(kept[m], a), kept_area[m], area_a) > options.merge_iou) {
-        match = m;
-        break;
-      }
-    }
+    const std::size_t match = kept.first_overlapping(a, options.merge_iou);
     if (match == kept.size()) {  // overlaps no kept cell enough: a cell of its own
-      kept.push_back(a);
-      kept_area.push_back(area_a);
-      kept_index.push_back(order[k]);
+      kept.push_back(a, order[k]);
     } else {
-      absorb(kept[match], a, options.threshold);
-      kept_area[match] = area(kept[match]);
+      Box b = kept.box(match);
+      absorb(b, a, options.threshold);
+      kept.set(match, b);
     }
   }
   for (std::size_t m = 0; m < kept.size(); ++m)
-    out.push_back(kept[m], scores[kept_index[m]], class_of(class_ids, kept_index[m]));
+    out.push_back(kept.box(m), scores[kept.index[m]], class_of(class_ids, kept.index[m]));
 }
 
 }  // namespace

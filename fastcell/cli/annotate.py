@@ -151,6 +151,9 @@ def _needs(formats: tuple[str, ...], args: argparse.Namespace) -> tuple[bool, bo
     segment = bool({"labels", "segmented", "overlay", "csv"} & set(formats)) or ("crops" in formats and args.crops_masked)
     segment |= "coco" in formats and args.coco_masks != "none"
     keep_image = "overlay" in formats or ("crops" in formats and not args.crops_masked)
+    # Without masks a Result knows its frame size only from the frame it keeps (YOLO and VOC need
+    # it); holding a reference until the frame is written costs no copy.
+    keep_image |= not segment
     return segment, keep_image
 
 

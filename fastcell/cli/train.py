@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 
 
@@ -19,10 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         value = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=value,
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=None,
                                 metavar="BOOL", help=f"(default {value})")
         else:
-            parser.add_argument(flag, type=type(value), default=value, help=f"(default {value})")
+            # default None: "not given", so --resume can tell typed flags from defaults
+            parser.add_argument(flag, type=type(value), default=None, help=f"(default {value})")
     parser.add_argument("--anchors", type=float, nargs=12, default=None,
                         help="six w h pairs in input pixels (default: K-means++ on the training boxes)")
 
@@ -30,10 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fastcell.train.trainer import TrainConfig, Trainer
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    values["anchors"] = list(args.anchors) if args.anchors else []
-    values["progress"] = not args.no_progress
-    config = TrainConfig(**values)
-    result = Trainer(config, resume=args.resume).fit()
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    given["progress"] = not args.no_progress
+    if args.anchors:
+        given["anchors"] = list(args.anchors)
+    config = TrainConfig(**{"data": args.data, **{k: v for k, v in given.items() if k != "data"}})
+    overrides = None
+    if args.resume:
+        # only the flags typed on the command line change a resumed run
+        overrides = {k: v for k, v in given.items() if k in Trainer.RESUME_OVERRIDES}
+        unknown = sorted(set(given) - set(Trainer.RESUME_OVERRIDES) - {"anchors"})
+        if unknown:
+            print(f"note: resuming keeps the run's own {', '.join(unknown)}", file=sys.stderr)
+    result = Trainer(config, resume=args.resume, overrides=overrides).fit()
     print(f"best val mAP@0.5 {result['best_mAP50']:.4f}; checkpoints in {result['out']}")
     return 0

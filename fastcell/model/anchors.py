@@ -38,7 +38,7 @@ def _distance(wh: np.ndarray, centres: np.ndarray, metric: str) -> np.ndarray:
 
 
 def kmeans_anchors(wh: np.ndarray, k: int = 6, metric: str = "iou", seed: int = 0,
-                   max_iter: int = 300) -> np.ndarray:
+                   max_iter: int = 300, n_init: int = 10) -> np.ndarray:
     """Cluster box sizes into ``k`` anchors with K-means++ seeding and Lloyd iterations.
 
     Parameters
@@ -52,7 +52,11 @@ def kmeans_anchors(wh: np.ndarray, k: int = 6, metric: str = "iou", seed: int = 
     seed : int
         Seed of the D² sampling; the result is deterministic for a given seed.
     max_iter : int
-        Cap on the Lloyd iterations (they normally converge in tens).
+        Cap on the Lloyd iterations of one run (they normally converge in tens).
+    n_init : int
+        Independent seedings; the run with the smallest total distance of the boxes to their
+        centres wins (Lloyd only finds a local optimum, and one unlucky seeding can put two
+        centres in one cluster).
 
     Returns
     -------
@@ -64,8 +68,20 @@ def kmeans_anchors(wh: np.ndarray, k: int = 6, metric: str = "iou", seed: int = 
         raise ValueError(f"need at least k={k} boxes to cluster, got {len(wh)}")
     if (wh <= 0).any() or not np.isfinite(wh).all():
         raise ValueError("box widths and heights must be finite and > 0")
+    _distance(wh[:1], wh[:1], metric)  # refuse an unknown metric before any work
     rng = np.random.default_rng(seed)
-    # K-means++ seeding: first centre uniform, then each next one with probability ∝ D².
+    best, best_cost = None, np.inf
+    for _ in range(max(1, n_init)):
+        centres = _kmeans_once(wh, k, metric, rng, max_iter)
+        cost = _distance(wh, centres, metric).min(1).sum()
+        if cost < best_cost - 1e-12:
+            best, best_cost = centres, cost
+    order = np.argsort(best.prod(1), kind="stable")
+    return best[order].astype(np.float32)
+
+
+def _kmeans_once(wh: np.ndarray, k: int, metric: str, rng: np.random.Generator, max_iter: int) -> np.ndarray:
+    """One run of Algorithm 1: D² seeding, then Lloyd until no assignment changes."""
     centres = [wh[rng.integers(len(wh))]]
     for _ in range(1, k):
         d2 = _distance(wh, np.array(centres), metric).min(1) ** 2
@@ -86,8 +102,7 @@ def kmeans_anchors(wh: np.ndarray, k: int = 6, metric: str = "iou", seed: int = 
             else:  # an empty cluster restarts at the box worst served by the current centres
                 far = _distance(wh, centres_arr, metric).min(1).argmax()
                 centres_arr[j] = wh[far]
-    order = np.argsort(centres_arr.prod(1), kind="stable")
-    return centres_arr[order].astype(np.float32)
+    return centres_arr
 
 
 def mean_best_iou(wh: np.ndarray, anchors: np.ndarray) -> float:

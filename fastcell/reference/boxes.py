@@ -178,8 +178,8 @@ def gbciou_merge(boxes, scores, class_ids, threshold: float = 0.5, mode: str = "
         if mode == "single":
             match = 0
         else:
-            overlaps = [box_iou(b, a)[0, 0] > np.float32(merge_iou) for b in kept_boxes]
-            match = overlaps.index(True) if any(overlaps) else None
+            overlapping = np.flatnonzero(box_iou(np.asarray(kept_boxes), a)[:, 0] > np.float32(merge_iou))
+            match = int(overlapping[0]) if overlapping.size else None  # the highest-scoring overlapping cell
             if match is None:
                 kept_boxes.append(a.copy())
                 kept_index.append(k)

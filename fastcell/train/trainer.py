@@ -124,14 +124,24 @@ def _subset(labels: LabelSet, n: int) -> LabelSet:
 class Trainer:
     """Trains AttentionNet on a data set; see :class:`TrainConfig` for the knobs."""
 
-    def __init__(self, config: TrainConfig, resume: str | Path | None = None) -> None:
+    #: settings a resumed run may change (the rest of its definition is taken from the checkpoint)
+    RESUME_OVERRIDES = ("epochs", "progress", "workers", "threads", "val_every")
+
+    def __init__(self, config: TrainConfig, resume: str | Path | None = None,
+                 overrides: dict | None = None) -> None:
+        """``resume``: a checkpoint to continue; ``overrides``: values of :attr:`RESUME_OVERRIDES`
+        to change on resume (e.g. a new ``epochs`` budget — the cosine schedule then stretches or
+        shrinks to it from the current step)."""
         self.resume_state = None
         if resume is not None:
             self.resume_state = torch.load(resume, map_location="cpu", weights_only=False)
             saved = TrainConfig.from_dict(self.resume_state["config"])
-            # a resumed run keeps its own definition; only the epoch budget may be extended
-            saved.epochs = max(saved.epochs, config.epochs) if config.epochs else saved.epochs
-            saved.progress = config.progress
+            for key, value in (overrides or {}).items():
+                if key not in self.RESUME_OVERRIDES:
+                    raise ValueError(f"cannot change {key!r} when resuming (allowed: {', '.join(self.RESUME_OVERRIDES)})")
+                setattr(saved, key, value)
+            if saved.epochs <= self.resume_state["epoch"] and saved.epochs != self.resume_state["config"]["epochs"]:
+                raise ValueError(f"epochs={saved.epochs} but the checkpoint has already done {self.resume_state['epoch']}")
             config = saved
         self.cfg = config
         if config.threads:

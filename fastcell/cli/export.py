@@ -1,0 +1,49 @@
+"""``fastcell export CHECKPOINT``: ONNX + metadata JSON (``--format engine``: TensorRT, a later GPU issue)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="training checkpoint (best.pt / last.pt)")
+    parser.add_argument("--out", required=True, help="output folder (model.onnx + model.json), e.g. engines/bccd")
+    parser.add_argument("--format", choices=("onnx", "engine"), default="onnx")
+    parser.add_argument("--name", default=None, help="model name in the metadata (default: the folder name)")
+    parser.add_argument("--weights", choices=("fp32", "fp16"), default="fp16",
+                        help="storage of the weights; fp16 halves the file, computation stays fp32 (default fp16)")
+    parser.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
+    parser.add_argument("--verify", nargs="*", default=None, metavar="IMAGE",
+                        help="images to compare ONNX Runtime with PyTorch on (default: two random inputs)")
+    parser.add_argument("--data-name", default=None, help="training data description for the metadata")
+    parser.add_argument("--data-licence", default=None, help="licence of the training data")
+    parser.add_argument("--metrics", default=None, metavar="REPORT_JSON",
+                        help="a `fastcell val --out` report.json whose figures go into the metadata")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.format == "engine":
+        print("TensorRT engines are built on a machine with an NVIDIA GPU (the tensorrt extra); that export "
+              "is not part of this build yet — export ONNX here and build the engine where the GPU is.",
+              file=sys.stderr)
+        return 2
+    from pathlib import Path
+
+    from fastcell.export import export_onnx
+
+    extra = {}
+    if args.data_name or args.data_licence:
+        extra["training_data"] = {"name": args.data_name, "licence": args.data_licence}
+    if args.metrics:
+        report = json.loads(Path(args.metrics).read_text())
+        extra["metrics"] = {k: report[k] for k in ("split", "data", "mAP50", "mAP50_95", "precision", "recall", "f1",
+                                                   "per_class", "score_threshold") if k in report}
+    spec = export_onnx(args.checkpoint, args.out, name=args.name or Path(args.out).name, weights=args.weights,
+                       use_ema=not args.raw, verify_images=args.verify or None, extra=extra)
+    info = spec.extra["export"]
+    print(f"wrote {spec.model_path} ({spec.extra['bytes'] / 1e6:.1f} MB, {info['weights']} weights, opset "
+          f"{info['opset']}) and {spec.path}; max |ONNX - PyTorch| = {info['max_abs_diff_vs_torch']:.2e} "
+          f"on {info['verified_on']} inputs; sha256 {spec.extra['sha256'][:16]}…")
+    return 0
