@@ -32,8 +32,11 @@ def sys_info(as_dict: bool = False) -> str | dict:
         "core.compiler": core.compiler(),
         "core.cuda": core.has_cuda(),
     }
+    if core.has_cuda():  # the CUDA twins were compiled in: which runtime, and does this machine have a GPU
+        info["core.cuda_runtime"] = core.cuda_runtime_version()
+        info["core.cuda_devices"] = core.cuda_device_count()
     for dist in ("numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "openvino",
-                 "tensorrt", "pycuda", "torch"):
+                 "tensorrt", "cuda-bindings", "cuda-python", "torch"):
         v = _version(dist)
         if v is not None:
             info[dist] = v

@@ -161,6 +161,18 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path, source_dir, model_json):
     assert_same_tree(straight, resumed)
 
 
+@needs_stream
+def test_shipped_model_resumes_to_the_same_bytes(tmp_path, source_dir, default_model_json):
+    """With the real model, batches of 8 cut differently after a resume must not change any byte."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    args = ["--model", str(default_model_json), "--batch", "8", "--write", "yolo,coco,csv,voc,labels"]
+    assert annotate(str(source_dir), "--out", str(straight), *args).returncode == 0
+    killed = annotate(str(source_dir), "--out", str(resumed), *args, env={"FASTCELL_TEST_KILL_AFTER": "5"})
+    assert killed.returncode == -signal.SIGKILL
+    assert annotate(str(source_dir), "--out", str(resumed), *args).returncode == 0
+    assert_same_tree(straight, resumed)
+
+
 @pytest.mark.slow
 @needs_stream
 def test_sigkill_at_any_moment_then_rerun_gives_the_same_bytes(tmp_path, source_dir, model_json):
@@ -209,6 +221,18 @@ def test_other_settings_are_refused_then_overwritten(tmp_path, source_dir, model
 
 
 @needs_stream
+def test_frames_without_cells_give_empty_yolo_files_and_valid_coco(tmp_path, source_dir, model_json):
+    coco_mod = pytest.importorskip("pycocotools.coco")
+    out = tmp_path / "out"
+    assert main(["annotate", str(source_dir), "--out", str(out), "--model", model_json, "--score", "0.9999",
+                 "--write", "yolo,coco,csv", "-q"]) == 0
+    assert {p.read_bytes() for p in (out / "yolo").glob("*.txt") if p.stem != "classes"} == {b""}
+    gt = coco_mod.COCO(str(out / "annotations.json"))
+    assert len(gt.getImgIds()) == READABLE and gt.getAnnIds() == []
+    assert (out / "cells.csv").read_text().splitlines()[1:] == []
+
+
+@needs_stream
 def test_nothing_readable_exits_1(tmp_path, model_json, capsys):
     src = tmp_path / "bad"
     src.mkdir()
@@ -218,6 +242,8 @@ def test_nothing_readable_exits_1(tmp_path, model_json, capsys):
     err = capsys.readouterr().err
     assert "no image could be read" in err
     assert main(["annotate", str(tmp_path / "missing"), "--out", str(tmp_path / "out2"), "--model", model_json]) == 1
+    assert main(["annotate", str(src), "--out", str(tmp_path / "out3"), "--model", str(tmp_path / "no.json")]) == 1
+    assert "cannot open model" in capsys.readouterr().err
 
 
 @needs_stream

@@ -102,9 +102,9 @@ def test_perfect_prediction_has_almost_no_loss_and_a_wrong_one_more():
 
 
 def test_yolov3_assignment_trains_only_the_best_anchor_cell():
-    # A 60×60 box: best anchor 2 → the 26×26 head (stride 16), local anchor 2, the cell of its centre.
+    # A 64×56 box: best anchor 2 (60²) → the 26×26 head (stride 16), local anchor 2, its centre's cell.
     loss_fn = YoloLoss(ANCHORS, 2, assign_iou=1.0)
-    target = torch.tensor([[0, 0, 170.0, 90.0, 230.0, 150.0]])  # centre (200, 120) → cell (7, 12)
+    target = torch.tensor([[0, 0, 172.0, 92.0, 236.0, 148.0]])  # centre (204, 120) → row 7, column 12
     p5, p4 = _empty_heads()
     p5.requires_grad_(True)
     p4.requires_grad_(True)
@@ -126,8 +126,9 @@ def test_assign_iou_adds_similar_anchors_on_both_heads():
     loss_fn((p5, p4), target)[0].backward()
     heads4 = torch.nonzero(p4.grad.view(1, 3, 7, 26, 26)[0, :, :4].abs().sum((1, 2, 3))).flatten().tolist()
     heads5 = torch.nonzero(p5.grad.view(1, 3, 7, 13, 13)[0, :, :4].abs().sum((1, 2, 3))).flatten().tolist()
-    assert heads4 == [1, 2]  # anchors 40² (IoU 0.28 < 0.3) out, 60² in ... and 60² is anchor 2
-    assert heads5 == [0]  # 90² in, 140² (IoU 0.29) out
+    # shape IoU of 75²: 40² 0.28 (out), 60² 0.64 (in), 90² 0.69 (best), 140² 0.29 (out)
+    assert heads4 == [2]  # anchor 2 = local 2 of the 26×26 head
+    assert heads5 == [0]  # anchor 3 = local 0 of the 13×13 head
 
 
 def test_ignore_threshold_spares_good_non_responsible_predictions():

@@ -173,3 +173,24 @@ def test_shipped_model_backends_agree_within_a_pixel(default_model_json, bccd_im
         for ra, rb in zip(ort, Annotator(backend, spec).batch(frames)):
             _match(ra, rb, threshold=spec.thresholds.score)
             _match(rb, ra, threshold=spec.thresholds.score)
+
+
+def test_int8_calibration_on_real_images_stays_close_to_fp32(random_model_dir, bccd_images, bccd_batch, tmp_path):
+    pytest.importorskip("onnx", reason="int8 calibration needs onnx (fastcell[train])")
+    import shutil
+
+    from fastcell.runtime.calibrate import quantize_int8
+
+    for name in ("model.onnx", "model.json"):
+        shutil.copy(random_model_dir / name, tmp_path / name)
+    spec = ModelSpec.load(tmp_path)
+    path = quantize_int8(spec, bccd_images[:4])
+    assert path == tmp_path / "model_int8.onnx" and path.is_file()
+    _, batch, _ = bccd_batch
+    fp32 = open_backend(spec, "onnxruntime").infer(batch)
+    devices = ["onnxruntime"] + (["openvino"] if HAS_OPENVINO else [])
+    for device in devices:
+        backend = open_backend(spec, device, "int8")
+        assert backend.precision == "int8"
+        for a, b in zip(fp32, backend.infer(batch)):
+            assert np.abs(a - b).max() <= 0.05 * np.abs(a).max(), device

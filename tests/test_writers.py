@@ -29,6 +29,7 @@ from fastcell.io.writers import (
     formats,
 )
 from fastcell.io.writers._atomic import TMP_SUFFIX
+from fastcell.io.writers._rle import compress_many, instance_counts
 from fastcell.results import Result
 
 CLASSES = ("RBC", "WBC", "Platelets")
@@ -113,6 +114,26 @@ def test_rle_matches_pycocotools(seed):
         assert np.array_equal(mask_util.decode(ours), mask)
         uncompressed = mask_util.frPyObjects(encode_mask(mask, compressed=False), int(h), int(w))
         assert np.array_equal(mask_util.decode(uncompressed), mask)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_instance_counts_of_a_label_image_match_pycocotools(seed):
+    """All instances of a label image in one pass (and one batched compression) equal per-mask RLE."""
+    mask_util = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        h, w = rng.integers(1, 60, 2)
+        n = int(rng.integers(0, 7))
+        labels = np.zeros((h, w), np.int32)
+        for value in range(1, n + 1):  # overlapping blocks: later ones cut earlier ones apart
+            y, x = rng.integers(0, [h, w])
+            labels[y:y + rng.integers(1, 30), x:x + rng.integers(1, 30)] = value
+        runs = instance_counts(labels, n)
+        strings = compress_many([counts for counts, _ in runs])
+        for i in range(n):
+            mask = labels == i + 1
+            assert runs[i][1] == mask.sum()
+            assert strings[i] == mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
 
 
 def test_rle_large_counts_and_negative_deltas():
@@ -412,3 +433,7 @@ def test_bad_options_say_what_was_expected(tmp_path):
         AnnotationWriter(tmp_path, CLASSES, ("yolo", "parquet"))
     with pytest.raises(ValueError, match="label_format"):
         AnnotationWriter(tmp_path, CLASSES, ("labels",), label_format="jpg")
+    with pytest.raises(ValueError, match="image_format"):
+        AnnotationWriter(tmp_path, CLASSES, ("segmented",), image_format="gif")
+    with pytest.raises(ValueError, match="JPEG holds 8-bit"):
+        formats.encode_image(np.zeros((4, 4), np.uint16), "jpg")

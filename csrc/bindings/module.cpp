@@ -5,4 +5,5 @@ PYBIND11_MODULE(_core, m) {
   fastcell::bindings::register_info(m);
   fastcell::bindings::register_boxes(m);
   fastcell::bindings::register_image(m);
+  fastcell::bindings::register_cuda(m);
 }

@@ -6,4 +6,5 @@ namespace fastcell::bindings {
 void register_info(pybind11::module_& m);   // register_info.cpp: build facts for sys_info()
 void register_boxes(pybind11::module_& m);  // register_boxes.cpp: decode, nms, gbciou, postprocess
 void register_image(pybind11::module_& m);  // register_image.cpp: letterbox, circle/HSV segmentation
+void register_cuda(pybind11::module_& m);   // register_cuda.cpp: CUDA twins (device count only without CUDA)
 }  // namespace fastcell::bindings

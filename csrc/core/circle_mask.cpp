@@ -15,6 +15,15 @@
 #include <string>
 #include <vector>
 
+// The span loop has an AVX2 twin, compiled with a target attribute and chosen at run time, so a
+// portable (baseline x86-64) build still runs it on any CPU that has AVX2.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
+#define FASTCELL_X86_SIMD 1
+#include <immintrin.h>
+#else
+#define FASTCELL_X86_SIMD 0
+#endif
+
 namespace fastcell::core {
 namespace {
 
@@ -68,28 +77,208 @@ void fill_background(std::uint8_t* segmented, std::size_t pixels, const std::uin
   }
 }
 
-// Paint one detection's mask into the pixels no higher-ranked detection has taken.
-void paint_disc(const ImageView<std::uint8_t>& image, const Disc& disc, std::int32_t label, const HsvRange& hsv,
-                std::int32_t* labels, std::uint8_t* segmented) {
-  const int y_first = clamp_to_int(std::floor(disc.cy - disc.b - 0.5), 0, image.height - 1);
-  const int y_last = clamp_to_int(std::ceil(disc.cy + disc.b - 0.5), 0, image.height - 1);
-  const int* sat_table = kHsvTables.saturation.data();
-  const int* hue_table = kHsvTables.hue.data();
-  const bool check_hue = hue_range_restricts(hsv);
-  for (int y = y_first; y <= y_last; ++y) {
-    int x_first = 0, x_last = -1;
-    if (!disc_row_span(disc, y, image.width, x_first, x_last)) continue;
-    const std::uint8_t* src = image.data + static_cast<std::ptrdiff_t>(y) * image.row_stride;
-    const std::size_t row = static_cast<std::size_t>(y) * static_cast<std::size_t>(image.width);
-    for (int x = x_first; x <= x_last; ++x) {
-      std::int32_t& l = labels[row + static_cast<std::size_t>(x)];
-      if (l != 0) continue;
-      const std::uint8_t* px = src + 3 * x;
-      if (hsv.enabled && !bgr_in_hsv_range(px[0], px[1], px[2], hsv, check_hue, sat_table, hue_table)) continue;
-      l = label;
-      if (segmented != nullptr) std::memcpy(segmented + 3 * (row + static_cast<std::size_t>(x)), px, 3);
-    }
+// The HSV reciprocals of kHsvTables, computed in float instead of looked up, so that the per-pixel
+// loop below has no gather and vectorises: sat(v) = round(255·2¹²/v), hue(d) = round(180·2¹²/(6d)),
+// both rounded half up. The float quotient is correctly rounded and no exact quotient lies within
+// float rounding of a half, so these equal the tables bit for bit; the static_asserts check that for
+// every index (constexpr float arithmetic is IEEE single precision, as at run time).
+constexpr float kSatNumerator = static_cast<float>(255 << kHsvShift);      // 1044480
+constexpr float kHueNumerator = static_cast<float>((180 << kHsvShift) / 6);  // 122880, exact
+inline int saturation_reciprocal(int v) { return static_cast<int>(kSatNumerator / static_cast<float>(v) + 0.5f); }
+inline int hue_reciprocal(int d) { return static_cast<int>(kHueNumerator / static_cast<float>(d) + 0.5f); }
+constexpr bool reciprocals_match_tables() {
+  for (int i = 1; i < 256; ++i) {
+    if (static_cast<int>(kSatNumerator / static_cast<float>(i) + 0.5f) != kHsvTables.saturation[static_cast<std::size_t>(i)])
+      return false;
+    if (static_cast<int>(kHueNumerator / static_cast<float>(i) + 0.5f) != kHsvTables.hue[static_cast<std::size_t>(i)])
+      return false;
   }
+  return true;
+}
+static_assert(reciprocals_match_tables(), "float HSV reciprocals must equal OpenCV's fixed-point tables");
+
+// The HSV bounds as plain ints, for the vectorised span loop.
+struct SpanRule {
+  int low_h, high_h, low_s, high_s, low_v, high_v;
+  bool hue_wraps;
+};
+
+SpanRule span_rule(const HsvRange& hsv) {
+  return {hsv.low[0], hsv.high[0], hsv.low[1], hsv.high[1], hsv.low[2], hsv.high[2], hsv.low[0] > hsv.high[0]};
+}
+
+// Whether one 8-bit BGR pixel passes the HSV test: bgr_in_hsv_range's arithmetic (cv2.cvtColor's
+// fixed point), written without branches so the span loop vectorises. kHue = false skips the hue.
+template <bool kHue>
+inline bool pixel_in_hsv(int b, int g, int r, const SpanRule& rule) {
+  const int v = max_of(max_of(b, g), r);
+  const int diff = v - min_of(min_of(b, g), r);
+  // v = 0 and diff = 0 make a product of 0 whatever the reciprocal, so max(·, 1) only avoids 1/0.
+  const int s = (diff * saturation_reciprocal(max_of(v, 1)) + (1 << (kHsvShift - 1))) >> kHsvShift;
+  bool ok = (v >= rule.low_v) & (v <= rule.high_v) & (s >= rule.low_s) & (s <= rule.high_s);
+  if constexpr (kHue) {
+    const int sector = v == r ? g - b : (v == g ? b - r + 2 * diff : r - g + 4 * diff);
+    int h = (sector * hue_reciprocal(max_of(diff, 1)) + (1 << (kHsvShift - 1))) >> kHsvShift;
+    h += h < 0 ? 180 : 0;
+    const bool above = h >= rule.low_h, below = h <= rule.high_h;
+    ok = ok & (rule.hue_wraps ? (above | below) : (above & below));
+  }
+  return ok;
+}
+
+// One row span of one detection, pixel by pixel: every pixel no higher-ranked detection has taken
+// and that passes the HSV test (kHsv) gets `label` and, with kSegmented, its colour in `segmented`.
+// The portable path, and the tail of spans shorter than one SIMD block.
+template <bool kHsv, bool kHue, bool kSegmented>
+void span_scalar(const std::uint8_t* src, std::int32_t* labels, std::uint8_t* segmented, int n, std::int32_t label,
+                 const SpanRule& rule) {
+  for (int i = 0; i < n; ++i) {
+    if (labels[i] != 0) continue;
+    const std::uint8_t* px = src + 3 * i;
+    if constexpr (kHsv) {
+      if (!pixel_in_hsv<kHue>(px[0], px[1], px[2], rule)) continue;
+    }
+    labels[i] = label;
+    if constexpr (kSegmented) std::memcpy(segmented + 3 * i, px, 3);
+  }
+}
+
+#if FASTCELL_X86_SIMD
+// The same, 8 pixels at a time with AVX2 (the same integer and float operations lane by lane, so
+// the same answer bit for bit). A span's last partial block is done as the block ending at its last
+// pixel, overlapping the one before: painting is idempotent (a pixel this call took now has a
+// non-zero label and is left alone), so visiting a pixel twice changes nothing.
+struct Avx2Rule {
+  __m256i low_h, high_h, low_s, high_s, low_v, high_v;  // bounds widened by one: > low-1, < high+1
+};
+
+__attribute__((target("avx2"))) inline __m256i within(__m256i x, __m256i below, __m256i above) {
+  return _mm256_and_si256(_mm256_cmpgt_epi32(x, below), _mm256_cmpgt_epi32(above, x));
+}
+
+// round(numerator / max(x, 1)) half up, as saturation_reciprocal / hue_reciprocal compute it.
+__attribute__((target("avx2"))) inline __m256i reciprocal(float numerator, __m256i x) {
+  const __m256 q = _mm256_div_ps(_mm256_set1_ps(numerator), _mm256_cvtepi32_ps(_mm256_max_epi32(x, _mm256_set1_epi32(1))));
+  return _mm256_cvttps_epi32(_mm256_add_ps(q, _mm256_set1_ps(0.5f)));
+}
+
+// (x · reciprocal + 2¹¹) >> 12, arithmetic shift as in the scalar code.
+__attribute__((target("avx2"))) inline __m256i fixed_point(__m256i x, __m256i rec) {
+  return _mm256_srai_epi32(_mm256_add_epi32(_mm256_mullo_epi32(x, rec), _mm256_set1_epi32(1 << (kHsvShift - 1))),
+                           kHsvShift);
+}
+
+template <bool kHue>
+__attribute__((target("avx2"))) inline __m256i hsv_lanes(__m256i b, __m256i g, __m256i r, const Avx2Rule& rule,
+                                                         bool hue_wraps) {
+  const __m256i v = _mm256_max_epi32(_mm256_max_epi32(b, g), r);
+  const __m256i diff = _mm256_sub_epi32(v, _mm256_min_epi32(_mm256_min_epi32(b, g), r));
+  const __m256i s = fixed_point(diff, reciprocal(kSatNumerator, v));
+  __m256i ok = _mm256_and_si256(within(v, rule.low_v, rule.high_v), within(s, rule.low_s, rule.high_s));
+  if constexpr (kHue) {
+    const __m256i max_is_r = _mm256_cmpeq_epi32(v, r), max_is_g = _mm256_cmpeq_epi32(v, g);
+    const __m256i from_r = _mm256_sub_epi32(g, b);
+    const __m256i from_g = _mm256_add_epi32(_mm256_sub_epi32(b, r), _mm256_slli_epi32(diff, 1));
+    const __m256i from_b = _mm256_add_epi32(_mm256_sub_epi32(r, g), _mm256_slli_epi32(diff, 2));
+    const __m256i sector = _mm256_blendv_epi8(_mm256_blendv_epi8(from_b, from_g, max_is_g), from_r, max_is_r);
+    __m256i h = fixed_point(sector, reciprocal(kHueNumerator, diff));
+    h = _mm256_add_epi32(h, _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), h), _mm256_set1_epi32(180)));
+    const __m256i above = _mm256_cmpgt_epi32(h, rule.low_h), below = _mm256_cmpgt_epi32(rule.high_h, h);
+    ok = _mm256_and_si256(ok, hue_wraps ? _mm256_or_si256(above, below) : _mm256_and_si256(above, below));
+  }
+  return ok;
+}
+
+template <bool kHsv, bool kHue, bool kSegmented>
+__attribute__((target("avx2"))) void span_avx2(const std::uint8_t* src, std::int32_t* labels,
+                                               std::uint8_t* segmented, int n, std::int32_t label,
+                                               const SpanRule& r) {
+  if (n < 8) return span_scalar<kHsv, kHue, kSegmented>(src, labels, segmented, n, label, r);
+  const Avx2Rule rule{_mm256_set1_epi32(r.low_h - 1), _mm256_set1_epi32(r.high_h + 1),
+                      _mm256_set1_epi32(r.low_s - 1), _mm256_set1_epi32(r.high_s + 1),
+                      _mm256_set1_epi32(r.low_v - 1), _mm256_set1_epi32(r.high_v + 1)};
+  // 8 BGR pixels = 24 bytes: `lo` holds bytes 0..15, `hi` bytes 16..23. Shuffles gather the blues
+  // and greens into one register (bytes 0..7, 8..15) and the reds into another.
+  const __m128i blue_green_lo = _mm_setr_epi8(0, 3, 6, 9, 12, 15, -1, -1, 1, 4, 7, 10, 13, -1, -1, -1);
+  const __m128i blue_green_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, 2, 5, -1, -1, -1, -1, -1, 0, 3, 6);
+  const __m128i red_lo = _mm_setr_epi8(2, 5, 8, 11, 14, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m128i red_hi = _mm_setr_epi8(-1, -1, -1, -1, -1, 1, 4, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+  // Pixel k's bit of the take mask, repeated over its 3 bytes, to widen the mask to BGR bytes.
+  const __m128i bits_lo = _mm_setr_epi8(1, 1, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8, 16, 16, 16, 32);
+  const __m128i bits_hi = _mm_setr_epi8(32, 32, 64, 64, 64, -128, -128, -128, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m256i label_lanes = _mm256_set1_epi32(label);
+  auto block = [&](int i) __attribute__((target("avx2"))) {
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 3 * i));
+    const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 3 * i + 16));
+    __m256i* label_at = reinterpret_cast<__m256i*>(labels + i);
+    const __m256i old = _mm256_loadu_si256(label_at);
+    __m256i take = _mm256_cmpeq_epi32(old, _mm256_setzero_si256());
+    if constexpr (kHsv) {
+      const __m128i bg = _mm_or_si128(_mm_shuffle_epi8(lo, blue_green_lo), _mm_shuffle_epi8(hi, blue_green_hi));
+      const __m128i rr = _mm_or_si128(_mm_shuffle_epi8(lo, red_lo), _mm_shuffle_epi8(hi, red_hi));
+      const __m256i b = _mm256_cvtepu8_epi32(bg), g = _mm256_cvtepu8_epi32(_mm_srli_si128(bg, 8));
+      take = _mm256_and_si256(take, hsv_lanes<kHue>(b, g, _mm256_cvtepu8_epi32(rr), rule, r.hue_wraps));
+    }
+    _mm256_storeu_si256(label_at, _mm256_or_si256(old, _mm256_and_si256(label_lanes, take)));
+    if constexpr (kSegmented) {
+      const __m128i bits = _mm_set1_epi8(static_cast<char>(_mm256_movemask_ps(_mm256_castsi256_ps(take))));
+      const __m128i mask_lo = _mm_cmpeq_epi8(_mm_and_si128(bits, bits_lo), bits_lo);
+      const __m128i mask_hi = _mm_cmpeq_epi8(_mm_and_si128(bits, bits_hi), bits_hi);
+      __m128i* out = reinterpret_cast<__m128i*>(segmented + 3 * i);
+      __m128i* out_hi = reinterpret_cast<__m128i*>(segmented + 3 * i + 16);
+      _mm_storeu_si128(out, _mm_blendv_epi8(_mm_loadu_si128(out), lo, mask_lo));
+      _mm_storel_epi64(out_hi, _mm_blendv_epi8(_mm_loadl_epi64(out_hi), hi, mask_hi));
+    }
+  };
+  int i = 0;
+  for (; i + 8 <= n; i += 8) block(i);
+  if (i < n) block(n - 8);
+}
+#endif
+
+using SpanFn = void (*)(const std::uint8_t*, std::int32_t*, std::uint8_t*, int, std::int32_t, const SpanRule&);
+
+template <bool kHsv, bool kHue, bool kSegmented>
+SpanFn span_kernel() {
+#if FASTCELL_X86_SIMD
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return &span_avx2<kHsv, kHue, kSegmented>;
+#endif
+  return &span_scalar<kHsv, kHue, kSegmented>;
+}
+
+template <bool kSegmented>
+SpanFn span_kernel(const HsvRange& hsv) {
+  if (!hsv.enabled) return span_kernel<false, false, kSegmented>();
+  return hue_range_restricts(hsv) ? span_kernel<true, true, kSegmented>() : span_kernel<true, false, kSegmented>();
+}
+
+// The span kernel for this call's options and CPU, chosen once rather than tested per pixel.
+SpanFn choose_span_kernel(const HsvRange& hsv, bool with_segmented) {
+  return with_segmented ? span_kernel<true>(hsv) : span_kernel<false>(hsv);
+}
+
+// One detection to paint: its disc, the image rows it may touch and its label.
+struct PaintJob {
+  Disc disc;
+  int y_first, y_last;
+  std::int32_t label;
+};
+
+// The non-empty detections in painting order (score descending, NaN last, ties by index).
+std::vector<PaintJob> paint_jobs(const ImageView<std::uint8_t>& image, const float* boxes, const float* scores,
+                                 int count, DiscShape shape) {
+  std::vector<PaintJob> jobs;
+  jobs.reserve(static_cast<std::size_t>(count));
+  for (const int i : paint_order(scores, count)) {
+    const float* box = boxes + 4 * static_cast<std::size_t>(i);
+    const Disc disc = disc_of_box(box[0], box[1], box[2], box[3], shape);
+    if (disc.empty) continue;
+    const int y_first = clamp_to_int(std::floor(disc.cy - disc.b - 0.5), 0, image.height - 1);
+    const int y_last = clamp_to_int(std::ceil(disc.cy + disc.b - 0.5), 0, image.height - 1);
+    jobs.push_back({disc, y_first, y_last, i + 1});
+  }
+  return jobs;
 }
 
 }  // namespace
@@ -102,22 +291,48 @@ void segment_cells(const ImageView<std::uint8_t>& image, const float* boxes, con
                                 std::to_string(image.channels) + " channels");
   }
   if (count < 0) throw std::invalid_argument("segment_cells: negative box count");
-  const std::size_t pixels = static_cast<std::size_t>(image.height) * static_cast<std::size_t>(image.width);
-  // Labels are needed to resolve overlaps even when the caller only wants the segmented image.
-  std::vector<std::int32_t> own_labels;
-  if (labels == nullptr) {
-    own_labels.assign(pixels, 0);
-    labels = own_labels.data();
-  } else {
-    std::fill(labels, labels + pixels, 0);
-  }
-  if (segmented != nullptr) fill_background(segmented, pixels, fill);
-  if (pixels == 0) return;
+  if (image.height < 1 || image.width < 1) return;
+  const std::size_t width = static_cast<std::size_t>(image.width);
+  const std::vector<PaintJob> jobs = paint_jobs(image, boxes, scores, count, shape);
+  // Jobs by first row, so each row only looks at the discs that cross it.
+  std::vector<int> by_first_row(jobs.size());
+  std::iota(by_first_row.begin(), by_first_row.end(), 0);
+  std::stable_sort(by_first_row.begin(), by_first_row.end(),
+                   [&](int i, int j) { return jobs[static_cast<std::size_t>(i)].y_first < jobs[static_cast<std::size_t>(j)].y_first; });
+  const SpanFn span = choose_span_kernel(hsv, segmented != nullptr);
+  const SpanRule rule = span_rule(hsv);
+  // Labels are needed to resolve overlaps even when the caller only wants the segmented image;
+  // painting goes row by row, so one row of them is enough then.
+  std::vector<std::int32_t> own_row(labels == nullptr ? width : 0);
 
-  for (const int i : paint_order(scores, count)) {
-    const float* box = boxes + 4 * static_cast<std::size_t>(i);
-    const Disc disc = disc_of_box(box[0], box[1], box[2], box[3], shape);
-    if (!disc.empty) paint_disc(image, disc, i + 1, hsv, labels, segmented);
+  // Row by row: each output row is cleared and then painted while it is still in L1 (clearing the
+  // whole frame first would push it out to L3 before the discs are painted into it), and every
+  // output byte is written in one sweep. Within a row, detections go in painting order.
+  std::vector<int> active;  // indices into jobs, ascending = painting order
+  std::size_t next = 0;
+  for (int y = 0; y < image.height; ++y) {
+    const std::size_t row = static_cast<std::size_t>(y) * width;
+    std::int32_t* label_row = labels != nullptr ? labels + row : own_row.data();
+    std::uint8_t* segmented_row = segmented != nullptr ? segmented + 3 * row : nullptr;
+    std::memset(label_row, 0, width * sizeof(std::int32_t));
+    if (segmented_row != nullptr) fill_background(segmented_row, width, fill);
+
+    active.erase(std::remove_if(active.begin(), active.end(),
+                                [&](int j) { return jobs[static_cast<std::size_t>(j)].y_last < y; }),
+                 active.end());
+    for (; next < by_first_row.size() && jobs[static_cast<std::size_t>(by_first_row[next])].y_first == y; ++next) {
+      const int j = by_first_row[next];
+      active.insert(std::lower_bound(active.begin(), active.end(), j), j);
+    }
+    const std::uint8_t* src_row = image.data + static_cast<std::ptrdiff_t>(y) * image.row_stride;
+    for (const int j : active) {
+      const PaintJob& job = jobs[static_cast<std::size_t>(j)];
+      int x_first = 0, x_last = -1;
+      if (!disc_row_span(job.disc, y, image.width, x_first, x_last)) continue;
+      const std::size_t x = static_cast<std::size_t>(x_first);
+      span(src_row + 3 * x, label_row + x, segmented_row != nullptr ? segmented_row + 3 * x : nullptr,
+           x_last - x_first + 1, job.label, rule);
+    }
   }
 }
 

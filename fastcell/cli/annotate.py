@@ -161,6 +161,7 @@ class _Progress:
     """A tqdm bar (auto-disabled when stderr is not a terminal) that survives without tqdm."""
 
     def __init__(self, total: int | None, initial: int, quiet: bool) -> None:
+        self.cells = 0  # found by this run
         try:
             from tqdm import tqdm
         except ImportError:  # tqdm is a dependency; still, a missing bar must not stop the run
@@ -170,9 +171,10 @@ class _Progress:
                         disable=True if quiet else None)
 
     def update(self, cells: int) -> None:
+        self.cells += cells
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(cells=cells, refresh=False)
+            self.bar.set_postfix(cells=self.cells, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -181,9 +183,8 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     import fastcell
-    from fastcell.io.sources import ImageFiles
-    from fastcell.pipeline import StreamError
     from fastcell.io.writers import AnnotationWriter, SettingsMismatch
+    from fastcell.pipeline import StreamError
 
     try:
         plan = resolve(args.source, args.recursive)
@@ -193,8 +194,12 @@ def run(args: argparse.Namespace) -> int:
     formats = args.write
     segment, keep_image = _needs(formats, args)
     overrides = _overrides(args)
-    annotator = fastcell.load(args.model, args.device, args.precision, segment=segment, keep_image=keep_image,
-                              max_batch=max(1, args.batch), verbose=not args.quiet, **overrides)
+    try:
+        annotator = fastcell.load(args.model, args.device, args.precision, segment=segment, keep_image=keep_image,
+                                  max_batch=max(1, args.batch), verbose=not args.quiet, **overrides)
+    except (FileNotFoundError, ImportError, ValueError) as err:  # no such model/backend, bad option
+        print(f"fastcell annotate: cannot open model {args.model!r}: {err}", file=sys.stderr)
+        return 1
     settings = {
         "model": annotator.spec.name,
         "model_sha256": annotator.spec.extra.get("sha256"),
@@ -206,67 +211,98 @@ def run(args: argparse.Namespace) -> int:
                                   label_format=args.labels_format, coco_segmentation=args.coco_masks,
                                   yolo_scores=args.yolo_scores, crops_masked=args.crops_masked, settings=settings,
                                   overwrite=args.overwrite, workers=args.workers)
-    except (SettingsMismatch, RuntimeError) as err:
+    except (SettingsMismatch, RuntimeError, OSError) as err:  # other run, busy folder, no permission
         annotator.close()
         print(f"fastcell annotate: {err}", file=sys.stderr)
         return 1
-    kill_after = int(os.environ.get(_KILL_AFTER_ENV, "0") or 0)
     start = time.perf_counter()
-    annotated, already, failed, error = 0, 0, [], None
+    outcome = _Outcome()
     try:
         with writer:
-            if plan.video is None:
-                todo = [i for i, item in enumerate(plan.items) if not writer.is_done(item.key)]
-                items = plan.items
-                already = len(plan.items) - len(todo)
-                progress = _Progress(len(plan.items), already, args.quiet)
-                source = ImageFiles([plan.paths[i] for i in todo], name=args.source, workers=args.workers) if todo else None
-            else:
-                items, todo = [], []
-                progress = _Progress(_frame_count(plan.video), 0, args.quiet)
-                source = plan.video
-            try:
-                if source is not None:
-                    stream = fastcell.stream(source, annotator, batch_size=max(1, args.batch), keep_image=keep_image,
-                                             segment=segment, live=False, drop=False, stall_timeout=300.0,
-                                             on_stall="raise", workers=args.workers)
-                    with stream:
-                        for result in stream:
-                            if plan.video is None:
-                                item = plan.items[todo[result.frame_index]]
-                            else:
-                                item = _video_item(plan.video, result.frame_index)
-                                items.append(item)
-                                if writer.is_done(item.key):
-                                    already += 1
-                                    progress.update(len(result))
-                                    continue
-                            writer.submit(result, item)
-                            annotated += 1
-                            progress.update(len(result))
-                            if kill_after and annotated >= kill_after:
-                                writer.wait()
-                                os.kill(os.getpid(), signal.SIGKILL)
-                        failed = [f"{path}: {reason}" for path, reason in stream.failed]
-            except StreamError as err:  # what was written stays written; the rerun resumes from it
-                error = err
-                failed = [f"{path}: {reason}" for path, reason in stream.failed]
-            finally:
-                progress.close()
-            totals = writer.finish(items, failed)
+            _annotate(args, plan, annotator, writer, outcome, segment=segment, keep_image=keep_image)
+            outcome.totals = writer.finish(outcome.items, outcome.failed)
+    except OSError as err:  # writing failed (disk full, permissions): what is finished stays finished
+        outcome.error = err
     finally:
         annotator.close()
     elapsed = time.perf_counter() - start
-    if not args.quiet:
-        _summary(args, formats, totals, annotated, already, failed, elapsed)
-    if error is not None:
-        cause = f" ({type(error.__cause__).__name__}: {error.__cause__})" if error.__cause__ else ""
-        print(f"fastcell annotate: stopped early: {error}{cause}; rerun the same command to resume", file=sys.stderr)
+    if not args.quiet and outcome.totals is not None:
+        _summary(args, formats, outcome, elapsed)
+    if outcome.error is not None:
+        error = outcome.error
+        cause = error.__cause__ if isinstance(error, StreamError) and error.__cause__ else None
+        detail = f" ({type(cause).__name__}: {cause})" if cause else f" ({type(error).__name__})"
+        print(f"fastcell annotate: stopped early: {error}{detail}; rerun the same command to resume",
+              file=sys.stderr)
         return 1
-    if totals.images == 0:
+    if outcome.totals.images == 0:
         print("fastcell annotate: no image could be read", file=sys.stderr)
         return 1
     return 0
+
+
+@dataclass
+class _Outcome:
+    items: list[Any] = field(default_factory=list)  # every frame of the source, in order
+    annotated: int = 0  # written by this run
+    already: int = 0  # finished by an earlier run
+    failed: list[str] = field(default_factory=list)  # "path: reason"
+    error: BaseException | None = None
+    totals: Any = None  # fastcell.io.writers.Totals
+
+
+def _annotate(args, plan: Plan, annotator, writer, outcome: _Outcome, *, segment: bool, keep_image: bool) -> None:
+    """Stream the unfinished frames through the annotator into the writer (fills ``outcome``)."""
+    import fastcell
+    from fastcell.io.sources import ImageFiles
+    from fastcell.pipeline import StreamError
+
+    kill_after = int(os.environ.get(_KILL_AFTER_ENV, "0") or 0)
+    if plan.video is None:
+        todo = [i for i, item in enumerate(plan.items) if not writer.is_done(item.key)]
+        outcome.items = plan.items
+        outcome.already = len(plan.items) - len(todo)
+        progress = _Progress(len(plan.items), outcome.already, args.quiet)
+        if not todo:
+            progress.close()
+            return
+        source: Any = ImageFiles([plan.paths[i] for i in todo], name=args.source, workers=args.workers)
+    else:
+        todo = []
+        progress = _Progress(_frame_count(plan.video), 0, args.quiet)
+        source = plan.video
+    stream = None
+    try:
+        stream = fastcell.stream(source, annotator, batch_size=max(1, args.batch), keep_image=keep_image,
+                                 segment=segment, live=False, drop=False, stall_timeout=300.0,
+                                 on_stall="raise", workers=args.workers)
+        with stream:
+            for result in stream:
+                if plan.video is None:
+                    at = todo[result.frame_index]
+                    if result.source != plan.paths[at]:  # the stream's contract: index = list position
+                        raise RuntimeError(f"result {result.frame_index} comes from {result.source}, "
+                                           f"expected {plan.paths[at]}")
+                    item = plan.items[at]
+                else:
+                    item = _video_item(plan.video, result.frame_index)
+                    outcome.items.append(item)
+                    if writer.is_done(item.key):
+                        outcome.already += 1
+                        progress.update(len(result))
+                        continue
+                writer.submit(result, item)
+                outcome.annotated += 1
+                progress.update(len(result))
+                if kill_after and outcome.annotated >= kill_after:
+                    writer.wait()
+                    os.kill(os.getpid(), signal.SIGKILL)
+    except StreamError as err:  # what was written stays written; the rerun resumes from it
+        outcome.error = err
+    finally:
+        progress.close()
+        if stream is not None:
+            outcome.failed = [f"{path}: {reason}" for path, reason in stream.failed]
 
 
 def _frame_count(video: str) -> int | None:
@@ -287,14 +323,15 @@ def _video_item(video: str, index: int) -> Any:
     return Item(key=f"{stem}_{index:06d}", name=f"{stem}_{index:06d}", source_format=None, frame_index=index)
 
 
-def _summary(args, formats, totals, annotated: int, already: int, failed: list[str], elapsed: float) -> None:
-    rate = annotated / elapsed if elapsed > 0 else 0.0
+def _summary(args, formats, outcome: _Outcome, elapsed: float) -> None:
+    totals = outcome.totals
+    rate = outcome.annotated / elapsed if elapsed > 0 else 0.0
     cells = " · ".join(f"{name} {n:,}" for name, n in totals.cells.items())
-    print(f"fastcell annotate: {annotated} image(s) annotated in {elapsed:.1f} s ({rate:.1f} images/s), "
-          f"{already} already done, {len(failed)} failed")
+    print(f"fastcell annotate: {outcome.annotated} image(s) annotated in {elapsed:.1f} s ({rate:.1f} images/s), "
+          f"{outcome.already} already done, {len(outcome.failed)} failed")
     print(f"  {totals.images} image(s) in {args.out}: {sum(totals.cells.values()):,} cells — {cells}")
     print(f"  wrote: {', '.join(formats)}")
-    if failed:
-        print(f"  could not read {len(failed)} file(s) (listed in {args.out / 'failed.txt'}):")
-        for line in failed:
+    if outcome.failed:
+        print(f"  could not read {len(outcome.failed)} file(s) (listed in {args.out / 'failed.txt'}):")
+        for line in outcome.failed:
             print(f"    {line}")

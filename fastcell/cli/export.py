@@ -1,10 +1,9 @@
-"""``fastcell export CHECKPOINT``: ONNX + metadata JSON (``--format engine``: TensorRT, a later GPU issue)."""
+"""``fastcell export CHECKPOINT``: ONNX + metadata JSON (``--format engine``: also a TensorRT engine on this GPU)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-licence", default=None, help="licence of the training data")
     parser.add_argument("--metrics", default=None, metavar="REPORT_JSON",
                         help="a `fastcell val --out` report.json whose figures go into the metadata")
+    from fastcell.runtime.tensorrt_engine import add_engine_arguments  # no tensorrt import: options only
+
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.format == "engine":
-        print("TensorRT engines are built on a machine with an NVIDIA GPU (the tensorrt extra); that export "
-              "is not part of this build yet — export ONNX here and build the engine where the GPU is.",
-              file=sys.stderr)
-        return 2
+    if args.format == "engine":  # ONNX first (from a checkpoint), then the engine on this machine's GPU
+        from fastcell.runtime.tensorrt_engine import run_engine_export
+
+        return run_engine_export(args)
     from pathlib import Path
 
     from fastcell.export import export_onnx

@@ -186,12 +186,13 @@ def read_voc(root: str | Path, split: str = "train", classes: tuple[str, ...] | 
             except (KeyError, ValueError) as exc:
                 issues.append(LabelIssue(*where, f"bad bndbox: {exc}"))
                 continue
-            # Checked in VOC's own 1-based coordinates (xmin == xmax is a degenerate label there).
-            problem = _check_box(box, width + 1, height + 1)
+            # xmin == xmax is a degenerate label in VOC's 1-based inclusive pixels (BCCD has two)
+            problem = _check_box(box, width, height) if box[2] <= box[0] or box[3] <= box[1] else None
+            box = (box[0] - 1.0, box[1] - 1.0, box[2], box[3])  # VOC is 1-based, inclusive
+            problem = problem or _check_box(box, width, height)
             if problem:
                 issues.append(LabelIssue(*where, problem))
                 continue
-            box = (box[0] - 1.0, box[1] - 1.0, box[2], box[3])  # VOC is 1-based, inclusive
             boxes.append(box)
             ids.append(index[label])
         samples.append(_finish(image, width, height, boxes, ids))

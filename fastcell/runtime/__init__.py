@@ -36,15 +36,28 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "openvino": ("fastcell.runtime.openvino_backend", "OpenVINOBackend", "openvino"),
     "onnxruntime": ("fastcell.runtime.onnxruntime_backend", "OnnxRuntimeBackend", "onnxruntime"),
     "torch": ("fastcell.runtime.torch_backend", "TorchBackend", "torch"),
+    "tensorrt": ("fastcell.runtime.tensorrt_backend", "TensorRTBackend", "tensorrt"),
 }
-_ALIASES = {"ov": "openvino", "ort": "onnxruntime", "pytorch": "torch"}
-#: what ``device="auto"`` tries, fastest first (see the table above)
-AUTO_ORDER = ("openvino", "onnxruntime")
+_ALIASES = {"ov": "openvino", "ort": "onnxruntime", "pytorch": "torch", "cuda": "tensorrt", "gpu": "tensorrt"}
+#: what ``device="auto"`` tries, fastest first (see the table above); "tensorrt" only with a GPU
+AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
+#: the optional extra that installs each backend's package (None: a plain ``pip install``)
+_EXTRAS = {"torch": "train", "tensorrt": "tensorrt"}
+
+
+def _gpu_ready() -> bool:
+    """TensorRT and cuda-python importable and a CUDA device visible (cheap; imports cuda-python only)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    from fastcell.runtime import _cuda
+
+    return _cuda.device_count() > 0
 
 
 def available_backends() -> list[str]:
     """Backends whose engine package is importable here (without importing it)."""
-    return [name for name, (_, _, pkg) in BACKENDS.items() if importlib.util.find_spec(pkg) is not None]
+    return [name for name, (_, _, pkg) in BACKENDS.items()
+            if importlib.util.find_spec(pkg) is not None and (name != "tensorrt" or _gpu_ready())]
 
 
 def open_backend(spec: ModelSpec, device: str = "auto", precision: str | None = None,
@@ -55,8 +68,10 @@ def open_backend(spec: ModelSpec, device: str = "auto", precision: str | None = 
     ----------
     spec : ModelSpec
         The model (its ``model.onnx`` sits beside the JSON it was read from).
-    device : {"auto", "cpu", "openvino", "onnxruntime", "torch"}
-        ``"auto"``/``"cpu"``: the fastest CPU backend present (OpenVINO, else ONNX Runtime).
+    device : {"auto", "cpu", "openvino", "onnxruntime", "torch", "tensorrt"}
+        ``"auto"``: TensorRT when an NVIDIA GPU, ``tensorrt`` and ``cuda-python`` are present, else
+        the fastest CPU backend. ``"cpu"``: the fastest CPU backend present (OpenVINO, else ONNX
+        Runtime). ``"tensorrt"`` (aliases ``"cuda"``, ``"gpu"``): the GPU path.
     precision : {None, "fp32", "bf16", "int8"}
         ``None``: the backend's default (OpenVINO: bf16 where the CPU has it).
     **options
@@ -69,9 +84,11 @@ def open_backend(spec: ModelSpec, device: str = "auto", precision: str | None = 
     name = _ALIASES.get(device, device)
     if name in ("auto", "cpu"):
         present = available_backends()
-        choices = [b for b in AUTO_ORDER if b in present]
+        choices = [b for b in AUTO_ORDER if b in present and (name == "auto" or b != "tensorrt")]
         if not choices:
             raise ImportError('no CPU inference engine is installed: pip install openvino (or onnxruntime)')
+        if choices[0] == "tensorrt" and precision == "bf16":
+            choices.remove("tensorrt")  # TensorRT runs fp16/int8/fp32 here; bf16 is OpenVINO's
         if precision == "bf16" and "openvino" not in choices:
             raise ValueError("precision='bf16' needs OpenVINO, which is not installed: pip install openvino")
         name = choices[0]
@@ -81,8 +98,7 @@ def open_backend(spec: ModelSpec, device: str = "auto", precision: str | None = 
         raise ValueError(f"unknown device {device!r}; expected one of 'auto', 'cpu', {', '.join(map(repr, BACKENDS))}")
     module_name, class_name, package = BACKENDS[name]
     if importlib.util.find_spec(package) is None:
-        extra = "train" if name == "torch" else None
-        raise missing(package, extra, f"the {name} backend")
+        raise missing(package, _EXTRAS.get(name), f"the {name} backend")
     cls = getattr(importlib.import_module(module_name), class_name)
     backend = cls(spec, precision=precision, **options)
     log.info("fastcell: model %r on %s (%s)", spec.name, backend.name, backend.precision)

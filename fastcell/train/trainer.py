@@ -160,7 +160,7 @@ class Trainer:
             self.anchors = np.asarray(config.anchors, np.float32).reshape(6, 2)
         else:
             self.anchors = kmeans_anchors(wh, 6, "iou", seed=config.seed)
-            config.anchors = self.anchors.round(2).tolist()
+            config.anchors = self.anchors.tolist()  # exact float32 values: a resumed run must match
         self.anchor_iou = mean_best_iou(wh, self.anchors)
         self.bf16 = config.bf16 and bf16_supported()
         self.model = AttentionNet(len(self.classes), config.input_size)
@@ -289,13 +289,15 @@ class Trainer:
                                      autocast_bf16=self.bf16, channels_last=self.cfg.channels_last)
         return evaluate_detections(preds, gts, self.classes, score_threshold=0.25)
 
-    def fit(self) -> dict:
+    def fit(self, stop_after: int | None = None) -> dict:
+        """Train to ``cfg.epochs`` (or stop after ``stop_after`` more epochs, as an interruption would)."""
         cfg = self.cfg
+        end = cfg.epochs if stop_after is None else min(cfg.epochs, self.start_epoch + stop_after)
         print(f"classes {list(self.classes)}; anchors {self.anchors.round(1).tolist()} "
               f"(mean best IoU {self.anchor_iou:.3f}); {len(self.train_set)} train / {len(self.val_set)} val images; "
               f"bf16 {'on' if self.bf16 else 'off'}; post-processing for validation: {postprocess_backend()}",
               flush=True)
-        for epoch in range(self.start_epoch, cfg.epochs):
+        for epoch in range(self.start_epoch, end):
             t0 = time.time()
             row = {"epoch": epoch + 1, **self.train_one_epoch(epoch)}
             last = epoch + 1 == cfg.epochs
@@ -309,6 +311,7 @@ class Trainer:
             row["seconds"] = time.time() - t0
             self.history.append(row)
             self._save(epoch + 1, is_best)
+            self.start_epoch = epoch + 1  # a later fit() call continues from here
             self._write_log()
             msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
             print(msg + (" *best*" if is_best else ""), flush=True)

@@ -18,10 +18,8 @@ refused rather than mixing two kinds of output in one folder.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
-import os
 import shutil
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,8 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from fastcell.io.writers import _atomic, formats
+from fastcell.io.writers import _atomic
+from fastcell.io.writers import formats as _fmt  # not `formats`: that is the writer's parameter
 from fastcell.results import Result
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one run per folder is then up to the user
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["FORMATS", "DEFAULT_FORMATS", "Item", "AnnotationWriter", "SettingsMismatch"]
 
@@ -140,12 +144,13 @@ class AnnotationWriter:
         overwrite: bool = False,
         workers: int = 2,
     ) -> None:
-        self.formats = tuple(f for f in FORMATS if f in set(formats))  # canonical order
-        unknown = sorted(set(formats) - set(FORMATS))
+        requested = tuple(formats)
+        self.formats = tuple(f for f in FORMATS if f in requested)  # canonical order
+        unknown = sorted(set(requested) - set(FORMATS))
         if unknown or not self.formats:
-            raise ValueError(f"formats must be a non-empty subset of {list(FORMATS)}, got {list(formats)}")
-        if image_format not in ("auto", *formats_image()):
-            raise ValueError(f"image_format must be 'auto' or one of {formats_image()}, got {image_format!r}")
+            raise ValueError(f"formats must be a non-empty subset of {list(FORMATS)}, got {list(requested)}")
+        if image_format not in ("auto", *_fmt.IMAGE_FORMATS):
+            raise ValueError(f"image_format must be 'auto' or one of {list(_fmt.IMAGE_FORMATS)}, got {image_format!r}")
         if label_format not in ("png", "tif"):
             raise ValueError(f"label_format must be 'png' or 'tif', got {label_format!r}")
         if coco_segmentation not in ("rle", "polygon", "none"):
@@ -173,6 +178,8 @@ class AnnotationWriter:
     def _open_lock(self):
         self._state.mkdir(parents=True, exist_ok=True)
         handle = open(self._state / "lock", "w")
+        if fcntl is None:
+            return handle
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -232,8 +239,8 @@ class AnnotationWriter:
 
     def paths(self, item: Item) -> dict[str, Path]:
         """Where each per-image format of ``item`` goes (crops: a folder)."""
-        ext = formats.IMAGE_FORMATS[self._image_format(item)][0]
-        label_ext = formats.IMAGE_FORMATS[self.label_format][0]
+        ext = _fmt.IMAGE_FORMATS[self._image_format(item)][0]
+        label_ext = _fmt.IMAGE_FORMATS[self.label_format][0]
         suffix = {"yolo": ".txt", "voc": ".xml", "labels": label_ext, "segmented": ext, "overlay": ext, "crops": ""}
         return {f: self.out_dir / _DIRS[f] / f"{item.key}{suffix[f]}" for f in self.formats if f in _DIRS}
 
@@ -247,29 +254,31 @@ class AnnotationWriter:
             else:
                 _atomic.write_bytes(path, self._encode(fmt, result, item, img_fmt))
         record: dict[str, Any] = {
-            "image": formats.coco_image(result, item.name, item.frame_index),
+            "image": _fmt.coco_image(result, item.name, item.frame_index),
             "counts": result.counts(),
         }
+        runs = _fmt.mask_runs(result) if {"coco", "csv"} & set(self.formats) else None
         if "coco" in self.formats:
-            record["annotations"] = formats.coco_annotations(result, self.coco_segmentation)
+            record["annotations"] = _fmt.coco_annotations(result, self.coco_segmentation, runs)
         if "csv" in self.formats:
-            record["csv"] = formats.csv_rows(result, item.name)
+            record["csv"] = _fmt.csv_rows(result, item.name, runs)
         _atomic.write_text(self.record_path(item.key), json.dumps(record, separators=(",", ":")) + "\n")
 
     def _encode(self, fmt: str, result: Result, item: Item, img_fmt: str) -> bytes:
         if fmt == "yolo":
-            return formats.yolo_text(result, self.yolo_scores).encode()
+            return _fmt.yolo_text(result, self.yolo_scores).encode()
         if fmt == "voc":
-            folder = Path(item.name).parent.as_posix()
-            return formats.voc_xml(result, Path(item.name).name, "" if folder == "." else folder, result.source)
+            # VOC's <folder> is the name of the folder holding the image (BCCD: "JPEGImages").
+            where = Path(result.source) if result.source else Path(item.name)
+            return _fmt.voc_xml(result, Path(item.name).name, where.parent.name, result.source)
         if fmt == "labels":
-            return formats.encode_image(formats.label_image(result), self.label_format)
+            return _fmt.encode_image(_fmt.label_image(result), self.label_format)
         if fmt == "segmented":
             if result.segmented is None:
                 raise ValueError(f"{item.name}: no segmented image (segmentation was switched off)")
-            return formats.encode_image(result.segmented, img_fmt)
+            return _fmt.encode_image(result.segmented, img_fmt)
         if fmt == "overlay":
-            return formats.encode_image(formats.overlay_image(result), img_fmt)
+            return _fmt.encode_image(_fmt.overlay_image(result), img_fmt)
         raise AssertionError(fmt)
 
     def _write_crops(self, result: Result, folder: Path, img_fmt: str) -> None:
@@ -277,13 +286,13 @@ class AnnotationWriter:
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
-        ext = formats.IMAGE_FORMATS[img_fmt][0]
+        ext = _fmt.IMAGE_FORMATS[img_fmt][0]
         for i, (crop, name) in enumerate(zip(result.crops(masked=self.crops_masked), result.class_names)):
             if crop.size == 0:
                 continue  # a box thinner than a pixel has nothing to crop
             if img_fmt == "jpg" and crop.dtype != "uint8":
-                crop = formats.display_image(crop)
-            (staging / f"{i:04d}_{_safe(name)}{ext}").write_bytes(formats.encode_image(crop, img_fmt))
+                crop = _fmt.display_image(crop)
+            (staging / f"{i:04d}_{_safe(name)}{ext}").write_bytes(_fmt.encode_image(crop, img_fmt))
         _atomic.replace_dir(staging, folder)
 
     def submit(self, result: Result, item: Item) -> None:
@@ -341,11 +350,11 @@ class AnnotationWriter:
         if "csv" in self.formats:
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(formats.CSV_HEADER)
+            writer.writerow(_fmt.CSV_HEADER)
             writer.writerows(rows)
             _atomic.write_text(self.out_dir / CSV_FILE, buffer.getvalue())
         if "yolo" in self.formats:
-            classes_txt, data_yaml = formats.yolo_classes(self.classes)
+            classes_txt, data_yaml = _fmt.yolo_classes(self.classes)
             _atomic.write_text(self.out_dir / _DIRS["yolo"] / "classes.txt", classes_txt)
             _atomic.write_text(self.out_dir / _DIRS["yolo"] / "data.yaml", data_yaml)
         failed = list(failed)
@@ -363,7 +372,7 @@ class AnnotationWriter:
             "info": {"description": "cell annotations written by fastcell annotate", "version": __version__},
             "images": images,
             "annotations": annotations,
-            "categories": formats.coco_categories(self.classes),
+            "categories": _fmt.coco_categories(self.classes),
         }
         # Compact separators keep big files small; no dates, so reruns are byte-identical.
         _atomic.write_text(self.out_dir / COCO_FILE, json.dumps(document, separators=(",", ":")) + "\n")
@@ -383,10 +392,6 @@ class AnnotationWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def formats_image() -> tuple[str, ...]:
-    return tuple(formats.IMAGE_FORMATS)
 
 
 def _safe(name: str) -> str:

@@ -14,14 +14,15 @@ Coordinate conventions, shared by every format:
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
 import cv2
 import numpy as np
 
-from fastcell.results import Result, _int_box
-from fastcell.io.writers._rle import compress_counts, rle_counts_in_box
+from fastcell.results import Result
+from fastcell.io.writers._rle import compress_many, instance_counts
 
 __all__ = [
     "MAX_LABEL",
@@ -33,6 +34,7 @@ __all__ = [
     "coco_image",
     "coco_annotations",
     "coco_categories",
+    "mask_runs",
     "csv_rows",
     "label_image",
     "display_image",
@@ -97,8 +99,7 @@ def yolo_text(result: Result, with_scores: bool = False) -> str:
 
 def yolo_classes(classes: tuple[str, ...]) -> tuple[str, str]:
     """``classes.txt`` (one name per line) and an Ultralytics-style ``data.yaml`` naming the classes."""
-    import json  # JSON strings are valid YAML scalars: names with ':' or quotes stay safe
-
+    # JSON strings are valid YAML scalars: names with ':' or quotes stay safe.
     yaml = ["# classes of the YOLO labels in this folder (written by fastcell annotate)", f"nc: {len(classes)}", "names:"]
     yaml += [f"  {i}: {json.dumps(name)}" for i, name in enumerate(classes)]
     return "".join(f"{name}\n" for name in classes), "\n".join(yaml) + "\n"
@@ -168,14 +169,15 @@ def coco_image(result: Result, file_name: str, frame_index: int | None = None) -
     return entry
 
 
-def _mask_boxes(result: Result, height: int, width: int) -> list[tuple[int, int, int, int]]:
-    # The disc of a detection lies inside its box; one pixel of margin guards against a mask
-    # implementation that rounds outward, at no cost to exactness (the search area only grows).
-    out = []
-    for box in result.boxes:
-        x1, y1, x2, y2 = _int_box(box, (height, width))
-        out.append((max(x1 - 1, 0), max(y1 - 1, 0), min(x2 + 1, width), min(y2 + 1, height)))
-    return out
+def mask_runs(result: Result) -> list[tuple[list[int], int]] | None:
+    """Each detection's mask as uncompressed COCO counts and its pixel area (``None`` without labels).
+
+    Computed in one pass over the label image; :func:`coco_annotations` and :func:`csv_rows` take
+    it so a writer that needs both computes it once.
+    """
+    if result.labels is None:
+        return None
+    return instance_counts(result.labels, len(result))
 
 
 def _polygon(points: np.ndarray) -> list[float]:
@@ -188,7 +190,8 @@ def _polygon(points: np.ndarray) -> list[float]:
     return [float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]
 
 
-def coco_annotations(result: Result, segmentation: str = "rle") -> list[dict[str, Any]]:
+def coco_annotations(result: Result, segmentation: str = "rle",
+                     runs: list[tuple[list[int], int]] | None = None) -> list[dict[str, Any]]:
     """COCO ``annotations`` of a frame, without ``id``/``image_id`` (assigned when files are merged).
 
     Parameters
@@ -200,6 +203,8 @@ def coco_annotations(result: Result, segmentation: str = "rle") -> list[dict[str
         (:meth:`Result.polygons`), an approximation that tools without RLE support can read; a
         mask with no pixels left is written as an empty RLE. ``"none"`` or a result without
         labels: boxes only.
+    runs : list, optional
+        :func:`mask_runs` of ``result``, if already computed.
 
     Returns
     -------
@@ -212,8 +217,12 @@ def coco_annotations(result: Result, segmentation: str = "rle") -> list[dict[str
         raise ValueError(f"segmentation must be 'rle', 'polygon' or 'none', got {segmentation!r}")
     height, width = _size(result)
     with_masks = segmentation != "none" and result.labels is not None
-    polygons = result.polygons() if with_masks and segmentation == "polygon" else None
-    mask_boxes = _mask_boxes(result, height, width) if with_masks else None
+    if with_masks:
+        runs = mask_runs(result) if runs is None else runs
+        polygons = result.polygons() if segmentation == "polygon" else None
+        # Polygons replace RLE where there is a contour; RLE strings only for the rest.
+        need_rle = [i for i in range(len(result)) if polygons is None or not len(polygons[i])]
+        rle = dict(zip(need_rle, compress_many([runs[i][0] for i in need_rle])))
     anns = []
     for i, (box, score, cls) in enumerate(zip(result.boxes, result.scores, result.class_ids)):
         x1, y1, x2, y2 = (float(v) for v in box)
@@ -225,12 +234,11 @@ def coco_annotations(result: Result, segmentation: str = "rle") -> list[dict[str
             "score": round(float(score), 5),
         }
         if with_masks:
-            counts, area = rle_counts_in_box(result.labels, i + 1, mask_boxes[i])
-            ann["area"] = area
-            if polygons is not None and len(polygons[i]):
-                ann["segmentation"] = [_polygon(polygons[i])]
+            ann["area"] = runs[i][1]
+            if i in rle:
+                ann["segmentation"] = {"size": [height, width], "counts": rle[i]}
             else:
-                ann["segmentation"] = {"size": [height, width], "counts": compress_counts(counts)}
+                ann["segmentation"] = [_polygon(polygons[i])]
         anns.append(ann)
     return anns
 
@@ -240,18 +248,18 @@ def coco_categories(classes: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 # -- CSV ---------------------------------------------------------------------------------------------
-def csv_rows(result: Result, image_name: str) -> list[list[str]]:
-    """One row per cell, columns :data:`CSV_HEADER`; ``area`` is the mask's pixel count ("" without masks)."""
-    height, width = _size(result)
-    areas: list[str] = [""] * len(result)
-    if result.labels is not None:
-        for i, roi in enumerate(_mask_boxes(result, height, width)):
-            x1, y1, x2, y2 = roi
-            areas[i] = str(int(np.count_nonzero(result.labels[y1:y2, x1:x2] == i + 1)))
+def csv_rows(result: Result, image_name: str, runs: list[tuple[list[int], int]] | None = None) -> list[list[str]]:
+    """One row per cell, columns :data:`CSV_HEADER`; ``area`` is the mask's pixel count ("" without masks).
+
+    ``runs``: :func:`mask_runs` of ``result``, if already computed.
+    """
+    if result.labels is not None and runs is None:
+        runs = mask_runs(result)
     rows = []
     for i, (box, score, cls, name) in enumerate(zip(result.boxes, result.scores, result.class_ids, result.class_names)):
         coords = [_fmt(float(v), 2) for v in box]
-        rows.append([image_name, str(i), str(int(cls)), name, _fmt(float(score), 5), *coords, areas[i]])
+        area = str(runs[i][1]) if runs is not None else ""
+        rows.append([image_name, str(i), str(int(cls)), name, _fmt(float(score), 5), *coords, area])
     return rows
 
 

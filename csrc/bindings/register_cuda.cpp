@@ -1,0 +1,286 @@
+// Bindings of the CUDA twins (csrc/cuda/api.hpp): device facts, host-array round trips used by the
+// GPU tests and benchmarks to compare the twins with the CPU core, and one device-pointer entry
+// (letterbox of frames already on the GPU into a TensorRT input buffer).
+//
+// Built without CUDA, this registers only cuda_device_count() (always 0) and cuda_runtime_version()
+// (None), so callers can ask without an ImportError; core.has_cuda() says which build this is.
+// The round-trip functions take C-contiguous arrays of the exact dtype (no conversion: they are an
+// internal test/benchmark surface, the public API is fastcell.ops); they release the GIL around
+// the device work, which only reads the inputs and writes new arrays.
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include "bindings/register.hpp"
+
+#ifdef FASTCELL_WITH_CUDA
+#include "core/nms.hpp"
+#include "cuda/api.hpp"
+#include "cuda/device_buffer.hpp"
+#endif
+
+namespace py = pybind11;
+
+namespace fastcell::bindings {
+
+#ifdef FASTCELL_WITH_CUDA
+namespace {
+
+template <typename T>
+using carray = py::array_t<T, py::array::c_style>;
+
+// The calling thread's default stream: no stream object to manage, and calls from two Python threads
+// do not serialise on the legacy default stream.
+const cudaStream_t kStream = cudaStreamPerThread;
+
+void require_device() {
+  if (cuda::device_count() == 0)
+    throw std::runtime_error("no CUDA device is visible (no NVIDIA GPU or driver on this machine)");
+}
+
+std::string shape_of(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + ")";
+}
+
+void expect(bool ok, const std::string& what, const py::array& a) {
+  if (!ok) throw py::value_error(what + ", got shape " + shape_of(a));
+}
+
+py::array_t<float> params_array(const std::vector<core::LetterboxParams>& params) {
+  py::array_t<float> out({static_cast<py::ssize_t>(params.size()), py::ssize_t{5}});
+  auto o = out.mutable_unchecked<2>();
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& p = params[i];
+    const float row[5] = {p.scale, p.pad_x, p.pad_y, p.width, p.height};
+    for (int k = 0; k < 5; ++k) o(static_cast<py::ssize_t>(i), k) = row[k];
+  }
+  return out;
+}
+
+// frames: (N, H, W, C) uint8, C-contiguous → ((N, 3, S, S) float32, (N, 5) float32).
+py::tuple letterbox_batch(const carray<std::uint8_t>& frames, int size, double pad_value) {
+  require_device();
+  expect(frames.ndim() == 4 && (frames.shape(3) == 1 || frames.shape(3) == 3 || frames.shape(3) == 4) &&
+             frames.shape(0) >= 1,
+         "frames must be (N>=1, H, W, 1|3|4) uint8", frames);
+  const int n = static_cast<int>(frames.shape(0)), h = static_cast<int>(frames.shape(1)),
+            w = static_cast<int>(frames.shape(2)), c = static_cast<int>(frames.shape(3));
+  py::array_t<float> out({py::ssize_t{n}, py::ssize_t{3}, py::ssize_t{size}, py::ssize_t{size}});
+  std::vector<core::LetterboxParams> params(static_cast<std::size_t>(n));
+  const std::uint8_t* src = frames.data();
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    const std::size_t per_frame = static_cast<std::size_t>(h) * w * c;
+    cuda::DeviceBuffer<std::uint8_t> d_frames;
+    cuda::DeviceBuffer<float> d_out(static_cast<std::size_t>(n) * 3 * size * size);
+    d_frames.upload(src, per_frame * n, kStream);
+    const core::ImageView<std::uint8_t> first{d_frames.data(), h, w, c, static_cast<std::ptrdiff_t>(w) * c};
+    cuda::letterbox_batch(first, static_cast<std::ptrdiff_t>(per_frame), n, size, static_cast<float>(pad_value),
+                          d_out.data(), params.data(), kStream);
+    d_out.download(dst, d_out.size(), kStream);
+    cuda::check_cuda(cudaStreamSynchronize(kStream), "cudaStreamSynchronize");
+  }
+  return py::make_tuple(out, params_array(params));
+}
+
+// Frames already on the device → a device float buffer (e.g. TensorRT's bound input). Pointers and
+// the stream are raw integers (cuda-python handles: int(ptr), int(stream)). Returns the (N, 5) params.
+py::array_t<float> letterbox_batch_device(std::uintptr_t frames, int count, int height, int width, int channels,
+                                          std::int64_t row_stride, std::int64_t image_stride, int size,
+                                          double pad_value, std::uintptr_t out, std::uintptr_t stream) {
+  std::vector<core::LetterboxParams> params(static_cast<std::size_t>(count > 0 ? count : 0));
+  const core::ImageView<std::uint8_t> first{reinterpret_cast<const std::uint8_t*>(frames), height, width, channels,
+                                            static_cast<std::ptrdiff_t>(row_stride)};
+  {
+    py::gil_scoped_release release;
+    cuda::letterbox_batch(first, static_cast<std::ptrdiff_t>(image_stride), count, size,
+                          static_cast<float>(pad_value), reinterpret_cast<float*>(out), params.data(),
+                          reinterpret_cast<cudaStream_t>(stream));
+  }
+  return params_array(params);
+}
+
+py::tuple detections_tuple(const core::Detections& d) {
+  const auto k = static_cast<py::ssize_t>(d.size());
+  py::array_t<float> boxes({k, py::ssize_t{4}});
+  py::array_t<float> scores(k);
+  py::array_t<std::int32_t> classes(k);
+  std::copy(d.boxes.begin(), d.boxes.end(), boxes.mutable_data());
+  std::copy(d.scores.begin(), d.scores.end(), scores.mutable_data());
+  std::copy(d.class_ids.begin(), d.class_ids.end(), classes.mutable_data());
+  return py::make_tuple(boxes, scores, classes);
+}
+
+py::list decode(const std::vector<carray<float>>& heads, const std::vector<float>& strides,
+                const std::vector<carray<float>>& anchors, int num_classes, double score_threshold) {
+  require_device();
+  if (heads.size() != strides.size() || heads.size() != anchors.size())
+    throw py::value_error("heads, strides and anchors must have one entry per head");
+  std::vector<core::HeadView> views(heads.size());
+  std::vector<cuda::DeviceBuffer<float>> device(heads.size());
+  for (std::size_t k = 0; k < heads.size(); ++k) {
+    expect(heads[k].ndim() == 4, "heads[" + std::to_string(k) + "] must be (N, A(C+5), H, W) float32", heads[k]);
+    expect(anchors[k].ndim() == 2 && anchors[k].shape(1) == 2, "anchors[" + std::to_string(k) + "] must be (A, 2)",
+           anchors[k]);
+    views[k] = core::HeadView{nullptr, heads[k].shape(0), heads[k].shape(1), heads[k].shape(2), heads[k].shape(3),
+                              strides[k], anchors[k].data(), static_cast<int>(anchors[k].shape(0))};
+  }
+  std::vector<core::Detections> result;
+  {
+    py::gil_scoped_release release;
+    for (std::size_t k = 0; k < heads.size(); ++k) {
+      device[k].upload(heads[k].data(), static_cast<std::size_t>(heads[k].size()), kStream);
+      views[k].data = device[k].data();
+    }
+    result = cuda::decode(views, num_classes, score_threshold, kStream);
+  }
+  py::list out;
+  for (const auto& d : result) out.append(detections_tuple(d));
+  return out;
+}
+
+struct BoxArgs {
+  cuda::DeviceBuffer<float> boxes, scores;
+  cuda::DeviceBuffer<std::int32_t> classes;
+  std::size_t n = 0;
+  bool has_classes = false;
+};
+
+// Checks (N, 4) / (N,) / (N,) and finiteness on the host (the core's messages), then uploads.
+void upload_boxes(const carray<float>& boxes, const carray<float>& scores, const std::optional<carray<std::int32_t>>& cls,
+                  BoxArgs& args) {
+  expect(boxes.ndim() == 2 && boxes.shape(1) == 4, "boxes must be (N, 4) float32", boxes);
+  expect(scores.ndim() == 1 && scores.shape(0) == boxes.shape(0), "scores must be (N,) float32 matching boxes", scores);
+  if (cls) expect(cls->ndim() == 1 && cls->shape(0) == boxes.shape(0), "class_ids must be (N,) int32", *cls);
+  args.n = static_cast<std::size_t>(boxes.shape(0));
+  core::check_finite_boxes(boxes.data(), scores.data(), args.n);
+  args.boxes.upload(boxes.data(), 4 * args.n, kStream);
+  args.scores.upload(scores.data(), args.n, kStream);
+  args.has_classes = cls.has_value();
+  if (cls) args.classes.upload(cls->data(), args.n, kStream);
+}
+
+py::array_t<std::int64_t> nms(const carray<float>& boxes, const carray<float>& scores, float iou_threshold,
+                              const std::optional<carray<std::int32_t>>& class_ids) {
+  require_device();
+  BoxArgs args;
+  std::vector<std::int64_t> keep;
+  upload_boxes(boxes, scores, class_ids, args);
+  {
+    py::gil_scoped_release release;
+    keep = cuda::nms(args.boxes.data(), args.scores.data(), args.has_classes ? args.classes.data() : nullptr, args.n,
+                     iou_threshold, kStream);
+  }
+  py::array_t<std::int64_t> out(static_cast<py::ssize_t>(keep.size()));
+  std::copy(keep.begin(), keep.end(), out.mutable_data());
+  return out;
+}
+
+py::tuple gbciou_merge(const carray<float>& boxes, const carray<float>& scores,
+                       const std::optional<carray<std::int32_t>>& class_ids, double threshold, const std::string& mode,
+                       float merge_iou) {
+  require_device();
+  core::MergeOptions options;
+  if (mode == "multi") options.mode = core::MergeMode::multi;
+  else if (mode == "single") options.mode = core::MergeMode::single;
+  else if (mode == "none") options.mode = core::MergeMode::none;
+  else throw py::value_error("mode must be 'multi', 'single' or 'none', got '" + mode + "'");
+  options.threshold = threshold;
+  options.merge_iou = merge_iou;
+  BoxArgs args;
+  core::Detections merged;
+  upload_boxes(boxes, scores, class_ids, args);
+  {
+    py::gil_scoped_release release;
+    merged = cuda::gbciou_merge(args.boxes.data(), args.scores.data(), args.has_classes ? args.classes.data() : nullptr,
+                                args.n, options, kStream);
+  }
+  return detections_tuple(merged);
+}
+
+py::tuple segment_cells(const carray<std::uint8_t>& image, const carray<float>& boxes, const carray<float>& scores,
+                        const std::optional<std::array<int, 3>>& hsv_low, const std::optional<std::array<int, 3>>& hsv_high,
+                        const std::string& disc, const std::array<int, 3>& fill) {
+  require_device();
+  expect(image.ndim() == 3 && image.shape(2) == 3, "image must be (H, W, 3) uint8 BGR", image);
+  expect(boxes.ndim() == 2 && boxes.shape(1) == 4, "boxes must be (K, 4) float32", boxes);
+  expect(scores.ndim() == 1 && scores.shape(0) == boxes.shape(0), "scores must be (K,) float32", scores);
+  if (hsv_low.has_value() != hsv_high.has_value())
+    throw py::value_error("hsv_low and hsv_high must both be given or both be None");
+  if (disc != "circle" && disc != "ellipse") throw py::value_error("disc must be 'circle' or 'ellipse', got '" + disc + "'");
+  core::HsvRange hsv;
+  if (hsv_low) {
+    hsv.enabled = true;
+    for (int i = 0; i < 3; ++i) {
+      hsv.low[i] = static_cast<std::uint8_t>((*hsv_low)[static_cast<std::size_t>(i)]);
+      hsv.high[i] = static_cast<std::uint8_t>((*hsv_high)[static_cast<std::size_t>(i)]);
+    }
+  }
+  const std::uint8_t fill_bgr[3] = {static_cast<std::uint8_t>(fill[0]), static_cast<std::uint8_t>(fill[1]),
+                                    static_cast<std::uint8_t>(fill[2])};
+  const int h = static_cast<int>(image.shape(0)), w = static_cast<int>(image.shape(1));
+  const int count = static_cast<int>(boxes.shape(0));
+  py::array_t<std::int32_t> labels({h, w});
+  py::array_t<std::uint8_t> segmented({h, w, 3});
+  const std::uint8_t* src = image.data();
+  const float* box_data = boxes.data();
+  const float* score_data = scores.data();
+  std::int32_t* labels_out = labels.mutable_data();
+  std::uint8_t* segmented_out = segmented.mutable_data();
+  {
+    py::gil_scoped_release release;
+    const std::size_t pixels = static_cast<std::size_t>(h) * w;
+    cuda::DeviceBuffer<std::uint8_t> d_image, d_segmented(3 * pixels);
+    cuda::DeviceBuffer<float> d_boxes, d_scores;
+    cuda::DeviceBuffer<std::int32_t> d_labels(pixels);
+    d_image.upload(src, 3 * pixels, kStream);
+    d_boxes.upload(box_data, 4 * static_cast<std::size_t>(count), kStream);
+    d_scores.upload(score_data, static_cast<std::size_t>(count), kStream);
+    cuda::segment_cells(core::ImageView<std::uint8_t>{d_image.data(), h, w, 3, static_cast<std::ptrdiff_t>(w) * 3},
+                        d_boxes.data(), d_scores.data(), count,
+                        disc == "circle" ? core::DiscShape::circle : core::DiscShape::ellipse, hsv, fill_bgr,
+                        d_labels.data(), d_segmented.data(), kStream);
+    d_labels.download(labels_out, pixels, kStream);
+    d_segmented.download(segmented_out, 3 * pixels, kStream);
+    cuda::check_cuda(cudaStreamSynchronize(kStream), "cudaStreamSynchronize");
+  }
+  return py::make_tuple(labels, segmented);
+}
+
+}  // namespace
+#endif  // FASTCELL_WITH_CUDA
+
+void register_cuda(py::module_& m) {
+#ifdef FASTCELL_WITH_CUDA
+  using namespace pybind11::literals;
+  m.def("cuda_device_count", &cuda::device_count, "CUDA devices visible (0 without a driver or GPU).");
+  m.def("cuda_runtime_version", &cuda::runtime_version, "The CUDA runtime compiled in (static), e.g. '13.0'.");
+  m.def("cuda_letterbox_batch", &letterbox_batch, "frames"_a, "size"_a = 416, "pad_value"_a = 114.0,
+        "CUDA letterbox of an (N, H, W, C) uint8 stack: ((N, 3, S, S) float32, (N, 5) params).");
+  m.def("cuda_letterbox_batch_device", &letterbox_batch_device, "frames"_a, "count"_a, "height"_a, "width"_a,
+        "channels"_a, "row_stride"_a, "image_stride"_a, "size"_a, "pad_value"_a, "out"_a, "stream"_a,
+        "CUDA letterbox from device frames into a device float buffer (raw pointers); returns (N, 5) params.");
+  m.def("cuda_decode", &decode, "heads"_a, "strides"_a, "anchors"_a, "num_classes"_a, "score_threshold"_a,
+        "CUDA twin of decode (host arrays in, uploaded).");
+  m.def("cuda_nms", &nms, "boxes"_a, "scores"_a, "iou_threshold"_a, "class_ids"_a = py::none(),
+        "CUDA twin of nms.");
+  m.def("cuda_gbciou_merge", &gbciou_merge, "boxes"_a, "scores"_a, "class_ids"_a, "threshold"_a = 0.5,
+        "mode"_a = "multi", "merge_iou"_a = 0.5, "CUDA twin of gbciou_merge.");
+  m.def("cuda_segment_cells", &segment_cells, "image"_a, "boxes"_a, "scores"_a, "hsv_low"_a = py::none(),
+        "hsv_high"_a = py::none(), "disc"_a = "circle", "fill"_a = std::array<int, 3>{0, 0, 0},
+        "CUDA twin of segment_cells.");
+#else
+  m.def("cuda_device_count", []() { return 0; }, "CUDA devices visible: always 0, this build has no CUDA kernels.");
+  m.def("cuda_runtime_version", []() { return py::none(); }, "None: this build has no CUDA kernels.");
+#endif
+}
+
+}  // namespace fastcell::bindings
