@@ -12,7 +12,6 @@ it against PyTorch with ONNX Runtime, and writes ``model.json`` through :class:`
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -214,13 +213,3 @@ def export_onnx(checkpoint: str | Path | None = None, out_dir: str | Path = "eng
     )
     json_path = spec.save(out_dir / "model.json")
     return ModelSpec.load(json_path)
-
-
-def _json_default(value: Any) -> Any:  # pragma: no cover - helper for callers dumping reports
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(type(value))
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, default=_json_default)

@@ -252,3 +252,64 @@ def test_missing_tensorrt_says_which_extra_to_install() -> None:
         TensorRTBackend(spec)
     with pytest.raises(ImportError, match=r'pip install "fastcell\[tensorrt\]"'):
         te.current_target()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+@pytest.mark.parametrize("device", ["tensorrt", "cuda", "gpu"])
+def test_gpu_device_names_without_tensorrt_say_which_extra(device: str) -> None:
+    import numpy as np
+
+    from fastcell.runtime import open_backend
+    from fastcell.spec import ModelSpec
+
+    spec = ModelSpec(classes=("cell",), anchors=np.ones((6, 2), np.float32))
+    with pytest.raises(ImportError, match=r'the tensorrt backend needs .*pip install "fastcell\[tensorrt\]"'):
+        open_backend(spec, device)
+
+
+def test_tensorrt_is_offered_only_with_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util as iu
+
+    import fastcell.runtime as runtime
+    from fastcell.runtime import _cuda
+
+    real_find_spec = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: object() if name == "tensorrt" else real_find_spec(name, *a))
+    monkeypatch.setattr(_cuda, "device_count", lambda: 0)
+    assert "tensorrt" not in runtime.available_backends()
+    monkeypatch.setattr(_cuda, "device_count", lambda: 1)
+    assert "tensorrt" in runtime.available_backends()
+    assert runtime.AUTO_ORDER[0] == "tensorrt"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_export_format_engine_without_tensorrt_says_which_extra(tmp_path: Path) -> None:
+    import argparse
+
+    import numpy as np
+
+    from fastcell.cli import export as export_cli
+    from fastcell.spec import ModelSpec
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.onnx").write_bytes(b"onnx bytes")
+    ModelSpec(classes=("cell",), anchors=np.ones((6, 2), np.float32), name="m").save(model / "model.json")
+    parser = argparse.ArgumentParser()
+    export_cli.add_arguments(parser)
+    args = parser.parse_args([str(model), "--out", str(model), "--format", "engine", "--batch-max", "16"])
+    assert (args.precision, args.batch_opt, args.batch_max) == ("fp16", 8, 16)
+    with pytest.raises(ImportError, match=r'pip install "fastcell\[tensorrt\]"'):
+        export_cli.run(args)
+
+
+def test_calibration_images_from_folders_and_files(tmp_path: Path) -> None:
+    for name in ("b.png", "a.JPG", "notes.txt", "sub/c.tif"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = te.calibration_images([tmp_path])
+    assert [p.name for p in found] == ["a.JPG", "b.png", "c.tif"]
+    assert te.calibration_images([tmp_path], limit=2) == found[:2]
+    assert te.calibration_images([tmp_path / "b.png"]) == [tmp_path / "b.png"]
+    with pytest.raises(FileNotFoundError, match="neither an image nor a folder"):
+        te.calibration_images([tmp_path / "missing"])

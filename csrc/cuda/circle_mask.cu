@@ -4,7 +4,7 @@
 // where "gets" means: inside that detection's disc and (when enabled) inside the HSV range. As the
 // HSV test depends on the pixel only, that is the same as: a pixel's label is the first detection in
 // paint order whose disc holds it, provided the pixel passes the HSV test at all. So each thread
-// tests its pixel's HSV once (circle_mask.hpp's bgr_to_hsv / hsv_in_range) and then the discs in
+// tests its pixel's HSV once (circle_mask.hpp's bgr_in_hsv_range) and then the discs in
 // paint order (disc_of_box / pixel_in_disc, the CPU's own functions), staged through shared memory,
 // stopping at the first hit. No atomics, deterministic, and exact.
 #include <stdexcept>
@@ -54,7 +54,7 @@ __global__ void discs_kernel(const float* boxes, const std::int64_t* order, int 
 }
 
 __global__ void paint_kernel(const std::uint8_t* image, std::ptrdiff_t row_stride, int width, int height,
-                             const PaintedDisc* discs, int count, core::HsvRange hsv, std::uint8_t fill0,
+                             const PaintedDisc* discs, int count, core::HsvRange hsv, bool check_hue, std::uint8_t fill0,
                              std::uint8_t fill1, std::uint8_t fill2, std::int32_t* labels, std::uint8_t* segmented) {
   __shared__ PaintedDisc stage[kDiscsPerStage];
   const int x = blockIdx.x * kTileX + threadIdx.x;
@@ -64,7 +64,7 @@ __global__ void paint_kernel(const std::uint8_t* image, std::ptrdiff_t row_strid
   const std::uint8_t* px = inside ? image + static_cast<std::ptrdiff_t>(y) * row_stride + 3 * x : nullptr;
   bool eligible = inside;
   if (inside && hsv.enabled)
-    eligible = core::hsv_in_range(core::bgr_to_hsv(px[0], px[1], px[2], g_saturation, g_hue), hsv.low, hsv.high);
+    eligible = core::bgr_in_hsv_range(px[0], px[1], px[2], hsv, check_hue, g_saturation, g_hue);
   int label = 0;
   for (int base = 0; base < count; base += kDiscsPerStage) {
     // The whole block stages the next discs, even threads that have found their label already.
@@ -117,7 +117,8 @@ void segment_cells(const core::ImageView<std::uint8_t>& image, const float* boxe
   const dim3 blocks(blocks_for(static_cast<std::size_t>(image.width), kTileX),
                     blocks_for(static_cast<std::size_t>(image.height), kTileY));
   paint_kernel<<<blocks, threads, 0, stream>>>(image.data, image.row_stride, image.width, image.height, discs.data(),
-                                               count, hsv, fill[0], fill[1], fill[2], labels, segmented);
+                                               count, hsv, hsv.enabled && core::hue_range_restricts(hsv), fill[0],
+                                               fill[1], fill[2], labels, segmented);
   check_launch("paint_kernel");
   // The temporary buffers are freed on return; wait for the kernels that read them.
   check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize(segment_cells)");

@@ -20,15 +20,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also score circle/HSV masks from predicted boxes on a wbc-seg folder")
     parser.add_argument("--cell-classes", nargs="+", default=None,
                         help="classes that count as the cell for --segmentation (e.g. WBC)")
+    parser.add_argument("--seg-frames", default=None, metavar="FIRST-LAST",
+                        help="only these wbc-seg frame ids, e.g. 201-300 (a held-out part)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     from fastcell.evaluation.report import evaluate_model
 
+    names = None
+    if args.seg_frames:
+        first, _, last = args.seg_frames.partition("-")
+        names = [f"{i:03d}" for i in range(int(first), int(last or first) + 1)]
     report = evaluate_model(args.model, args.data, args.split, args.out, map_score=args.map_score, score=args.score,
                             batch_size=args.batch_size, segmentation_data=args.segmentation,
                             cell_classes=tuple(args.cell_classes) if args.cell_classes else None,
+                            segmentation_names=names,
                             progress=not args.no_progress)
     print(f"{report['model']} on {report['data']} [{report['split']}], {report['images']} images "
           f"({report['backend']}, {report['postprocess']}):")

@@ -9,7 +9,6 @@ used instead and :func:`postprocess_backend` says so.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from fastcell.spec import HEAD_ANCHORS, Thresholds
@@ -112,8 +111,7 @@ def postprocess_heads(heads, params, anchors6: np.ndarray, num_classes: int, thr
               merge=thresholds.merge, gbciou=thresholds.gbciou, merge_iou=thresholds.merge_iou, **kwargs)
 
 
-@torch.no_grad()
-def predict_dataset(model: torch.nn.Module, dataset, anchors6: np.ndarray, thresholds: Thresholds,
+def predict_dataset(model, dataset, anchors6: np.ndarray, thresholds: Thresholds,
                     batch_size: int = 16, progress: bool = True, autocast_bf16: bool = False,
                     channels_last: bool = True, use_deployed: bool = True):
     """Predictions for every image of a (non-augmented) DetectionDataset, in original pixels.
@@ -121,6 +119,7 @@ def predict_dataset(model: torch.nn.Module, dataset, anchors6: np.ndarray, thres
     Returns ``(predictions, ground_truth)`` lists suitable for
     :func:`fastcell.evaluation.metrics.evaluate_detections`.
     """
+    import torch
     from torch.utils.data import DataLoader
 
     from fastcell.data.dataset import collate
@@ -132,7 +131,7 @@ def predict_dataset(model: torch.nn.Module, dataset, anchors6: np.ndarray, thres
         x = images.float().div_(255)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
             heads = model(x)
         heads = [h.float().contiguous().numpy() for h in heads]
         predictions += postprocess_heads(heads, params.numpy(), anchors6, getattr(model, "num_classes"),

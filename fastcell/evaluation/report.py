@@ -78,7 +78,7 @@ def plot_confusion(metrics: DetectionMetrics, path: str | Path) -> Path:
 def evaluate_model(model: str | Path, data: str | Path, split: str = "test", out_dir: str | Path | None = None,
                    map_score: float = 0.001, score: float | None = None, batch_size: int = 8,
                    segmentation_data: str | Path | None = None, cell_classes: tuple[str, ...] | None = None,
-                   progress: bool = True) -> dict:
+                   segmentation_names=None, progress: bool = True) -> dict:
     """Evaluate ``model`` (engine name / model.json / .onnx / .pt checkpoint) on ``data``'s ``split``.
 
     Returns the report dict; with ``out_dir`` also writes ``report.json``, ``pr_curve.png`` and
@@ -113,7 +113,8 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "test", out
     if segmentation_data is not None:
         from fastcell.evaluation.segmentation import evaluate_segmentation
 
-        seg = evaluate_segmentation(predictor, segmentation_data, cell_classes, progress=progress)
+        seg = evaluate_segmentation(predictor, segmentation_data, cell_classes, names=segmentation_names,
+                                    progress=progress)
         report["segmentation"] = {"data": str(segmentation_data), "cell_classes": list(cell_classes or []),
                                   "disc": spec.segmentation.disc, "hsv_low": spec.segmentation.hsv_low,
                                   "hsv_high": spec.segmentation.hsv_high, **seg.to_dict()}

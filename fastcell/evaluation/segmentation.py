@@ -58,18 +58,24 @@ class SegmentationScores:
                 "median_iou": round(float(np.median(self.iou)), 4) if len(self.iou) else None}
 
 
-def wbc_seg_frames(root: str | Path, limit: int = 0) -> list[tuple[Path, Path]]:
-    """``(image.bmp, mask.png)`` pairs of the wbc-seg folder, sorted by name."""
+def wbc_seg_frames(root: str | Path, limit: int = 0, names=None) -> list[tuple[Path, Path]]:
+    """``(image.bmp, mask.png)`` pairs of the wbc-seg folder, sorted by name.
+
+    ``names``: only these frame ids (e.g. ``["201", ..., "300"]``, a held-out part); ``limit``: the first N.
+    """
     images = Path(root) / "images"
     if not images.is_dir():
         raise FileNotFoundError(f"not a wbc-seg folder: {images} is missing")
     pairs = [(p, p.with_suffix(".png")) for p in sorted(images.glob("*.bmp")) if p.with_suffix(".png").is_file()]
+    if names is not None:
+        wanted = set(names)
+        pairs = [pair for pair in pairs if pair[0].stem in wanted]
     return pairs[:limit] if limit else pairs
 
 
 def evaluate_segmentation(predictor, root: str | Path, cell_classes: tuple[str, ...] | None = None,
                           segmentation: Segmentation | None = None, thresholds: Thresholds | None = None,
-                          limit: int = 0, progress: bool = True) -> SegmentationScores:
+                          limit: int = 0, names=None, progress: bool = True) -> SegmentationScores:
     """Mean IoU and Dice of predicted-box circle/HSV masks against the wbc-seg expert masks.
 
     Parameters
@@ -86,6 +92,8 @@ def evaluate_segmentation(predictor, root: str | Path, cell_classes: tuple[str, 
     thresholds : Thresholds, optional
         Post-processing (default: the model's spec with ``merge="none"``; the single-cell GBCIOU
         fold is applied here after the class filter).
+    limit, names : optional
+        Evaluate only the first ``limit`` frames / the frames with these ids.
     """
     from fastcell.evaluation.predictors import predict_images, read_image
     from fastcell.ops import gbciou_merge, segment_cells
@@ -94,7 +102,7 @@ def evaluate_segmentation(predictor, root: str | Path, cell_classes: tuple[str, 
     segmentation = segmentation or spec.segmentation
     base = thresholds or spec.thresholds
     no_merge = Thresholds(**{**base.__dict__, "merge": "none"})
-    pairs = wbc_seg_frames(root, limit)
+    pairs = wbc_seg_frames(root, limit, names)
     images = [read_image(p) for p, _ in pairs]
     predictions = predict_images(predictor, images, no_merge, progress=progress, desc="wbc-seg")
     wanted = None if cell_classes is None else [spec.classes.index(c) for c in cell_classes]
