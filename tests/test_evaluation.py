@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fastcell.evaluation.frames import frame_rates
-from fastcell.evaluation.metrics import confusion_matrix, evaluate_detections
+from fastcell.evaluation.metrics import best_score_threshold, confusion_matrix, evaluate_detections, f1_curve
 from fastcell.evaluation.segmentation import mask_iou_dice
 
 SAMPLES = Path(__file__).parent / "data"
@@ -123,6 +123,10 @@ def test_precision_recall_f1_at_the_operating_threshold():
     m = evaluate_detections(pred, gt, ("cell",), score_threshold=0.25)
     # at score >= 0.25: 2 true positives, 1 false alarm, 1 of 3 cells missed
     assert m.p[0] == pytest.approx(2 / 3) and m.r[0] == pytest.approx(2 / 3) and m.f1[0] == pytest.approx(2 / 3)
+    thresholds, f1 = f1_curve(pred, gt, 1, [0.05, 0.25, 0.55, 0.95])
+    # 0.05: all 4 kept, 3 TP → P 3/4, R 1 → 6/7; 0.55: 2 TP alone → P 1, R 2/3 → 4/5; 0.95: nothing
+    np.testing.assert_allclose(f1[:, 0], [6 / 7, 2 / 3, 4 / 5, 0.0])
+    assert best_score_threshold(pred, gt, 1)[0] == pytest.approx(0.05)
 
 
 def test_confusion_matrix_by_hand():

@@ -80,6 +80,13 @@ AxisTaps axis_taps(int src, int dst, int step) {
   return taps;
 }
 
+// The padding: a constant store, multi-versioned so it is done with the widest stores the CPU has
+// (it is a quarter of a 640×480 frame's output).
+FASTCELL_MULTIVERSION
+void fill_floats(float* __restrict out, std::size_t n, float value) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = value;
+}
+
 // row = (top + (bottom - top)·w) · norm, over n packed elements.
 FASTCELL_MULTIVERSION
 void blend_rows(const std::uint8_t* __restrict top, const std::uint8_t* __restrict bottom, float w, float norm,
@@ -183,51 +190,42 @@ std::vector<TapBlock> tap_blocks(const AxisTaps& xs, int channels, int count) {
   return blocks;
 }
 
-// Lane k of (v0, v1, v2) = element 3k + c of the 48 interleaved floats, for c = 0, 1, 2.
-struct Deinterleave {
-  __m512i from_01[3], from_t2[3];
+// Byte permutes that pick channel c (0 = B, 1 = G, 2 = R) of 16 BGR pixels (48 bytes) into the
+// low byte of 16 int32 lanes; the other three bytes of each lane are zeroed by the mask kLowBytes.
+struct ChannelPick {
+  __m512i index[3];
 };
+constexpr __mmask64 kLowBytes = 0x1111111111111111ULL;
+constexpr __mmask64 kPixelBytes = (1ULL << 48) - 1;  // 16 pixels × 3 bytes
+// All lanes: the masked conversion is the plain one, and spares GCC 12 a false -Wmaybe-uninitialized.
+constexpr __mmask16 kAllLanes = 0xFFFF;
 
-__attribute__((target("avx512f"))) Deinterleave make_deinterleave() {
-  Deinterleave d{};
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) ChannelPick make_channel_pick() {
+  ChannelPick pick{};
   for (int c = 0; c < 3; ++c) {
-    alignas(64) int first[kLanes], second[kLanes];
-    for (int k = 0; k < kLanes; ++k) {
-      const int e = 3 * k + c;             // element 0..47
-      first[k] = e < 32 ? e : 0;           // from v0 (0..15) or v1 (16..31)
-      second[k] = e < 32 ? k : 16 + (e - 32);  // keep lane k of the first permute, or take from v2
-    }
-    d.from_01[c] = _mm512_load_si512(first);
-    d.from_t2[c] = _mm512_load_si512(second);
+    alignas(64) std::uint8_t index[64] = {};
+    for (int k = 0; k < kLanes; ++k) index[4 * k] = static_cast<std::uint8_t>(3 * k + c);
+    pick.index[c] = _mm512_load_si512(index);
   }
-  return d;
+  return pick;
 }
 
-// (a + (b − a)·w)·norm for 16 bytes of each row, as floats: blend_rows' arithmetic. (The
-// all-lanes masked conversions are the plain ones; they spare GCC 12 a false -Wmaybe-uninitialized.)
-constexpr __mmask16 kAll = 0xFFFF;
-__attribute__((target("avx512f"))) inline __m512 blend16(const std::uint8_t* top, const std::uint8_t* bottom,
-                                                         __m512 w, __m512 norm) {
-  const __m512 a = _mm512_maskz_cvtepi32_ps(kAll, _mm512_maskz_cvtepu8_epi32(kAll, _mm_loadu_si128(reinterpret_cast<const __m128i*>(top))));
-  const __m512 b =
-      _mm512_maskz_cvtepi32_ps(kAll, _mm512_maskz_cvtepu8_epi32(kAll, _mm_loadu_si128(reinterpret_cast<const __m128i*>(bottom))));
-  return _mm512_mul_ps(_mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(b, a), w)), norm);
-}
-
-// Vertical pass into three planar rows (B, G, R) of `width` pixels.
-__attribute__((target("avx512f"))) void blend_rows_planar(const std::uint8_t* top, const std::uint8_t* bottom,
-                                                          float w, float norm, int width, const Deinterleave& d,
-                                                          float* const planes[3]) {
+// Vertical pass into three planar rows (B, G, R) of `width` pixels:
+// (a + (b − a)·w)·norm per element, blend_rows' arithmetic.
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void blend_rows_planar(
+    const std::uint8_t* top, const std::uint8_t* bottom, float w, float norm, int width, const ChannelPick& pick,
+    float* const planes[3]) {
   const __m512 wv = _mm512_set1_ps(w), nv = _mm512_set1_ps(norm);
   int x = 0;
   for (; x + kLanes <= width; x += kLanes) {
     const std::size_t at = 3 * static_cast<std::size_t>(x);
-    const __m512 v0 = blend16(top + at, bottom + at, wv, nv);
-    const __m512 v1 = blend16(top + at + 16, bottom + at + 16, wv, nv);
-    const __m512 v2 = blend16(top + at + 32, bottom + at + 32, wv, nv);
+    // Masked loads read exactly the 48 bytes of these 16 pixels (nothing past the row).
+    const __m512i t = _mm512_maskz_loadu_epi8(kPixelBytes, top + at);
+    const __m512i u = _mm512_maskz_loadu_epi8(kPixelBytes, bottom + at);
     for (int c = 0; c < 3; ++c) {
-      const __m512 t = _mm512_permutex2var_ps(v0, d.from_01[c], v1);
-      _mm512_storeu_ps(planes[c] + x, _mm512_permutex2var_ps(t, d.from_t2[c], v2));
+      const __m512 a = _mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_maskz_permutexvar_epi8(kLowBytes, pick.index[c], t));
+      const __m512 b = _mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_maskz_permutexvar_epi8(kLowBytes, pick.index[c], u));
+      _mm512_storeu_ps(planes[c] + x, _mm512_mul_ps(_mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(b, a), wv)), nv));
     }
   }
   for (; x < width; ++x) {
@@ -274,7 +272,8 @@ __attribute__((target("avx512f"))) void resample_plane(const float* __restrict r
 }
 
 bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vbmi");
   return yes;
 }
 
@@ -283,7 +282,7 @@ void letterbox_bgr8_avx512(const ImageView<std::uint8_t>& image, const Letterbox
                            const AxisTaps& ys, float norm, int size, float* out) {
   const std::size_t plane = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
   const std::vector<TapBlock> blocks = tap_blocks(xs, 3, g.new_width);
-  const Deinterleave d = make_deinterleave();
+  const ChannelPick pick = make_channel_pick();
   const std::size_t stride = static_cast<std::size_t>(image.width) + kWindow;  // padded: window loads
   std::vector<float> rows(3 * stride, 0.0f);
   float* const planes[3] = {rows.data(), rows.data() + stride, rows.data() + 2 * stride};  // B, G, R
@@ -291,7 +290,7 @@ void letterbox_bgr8_avx512(const ImageView<std::uint8_t>& image, const Letterbox
     const std::size_t yi = static_cast<std::size_t>(y);
     const std::uint8_t* top = image.data + static_cast<std::ptrdiff_t>(ys.first[yi]) * image.row_stride;
     const std::uint8_t* bottom = image.data + static_cast<std::ptrdiff_t>(ys.second[yi]) * image.row_stride;
-    blend_rows_planar(top, bottom, ys.weight[yi], norm, image.width, d, planes);
+    blend_rows_planar(top, bottom, ys.weight[yi], norm, image.width, pick, planes);
     const std::size_t at = static_cast<std::size_t>(g.pad_y + y) * size + static_cast<std::size_t>(g.pad_x);
     for (int c = 0; c < 3; ++c) {  // B, G, R → planes 2, 1, 0 (RGB)
       resample_plane(planes[c], blocks.data(), xs.weight.data(), out + static_cast<std::size_t>(2 - c) * plane + at,
@@ -342,8 +341,9 @@ LetterboxParams letterbox_impl(const ImageView<T>& image, int size, float pad_va
   // Padding above and below the image, in all three planes.
   for (int c = 0; c < 3; ++c) {
     float* p = out + static_cast<std::size_t>(c) * plane;
-    std::fill(p, p + static_cast<std::size_t>(g.pad_y) * size, pad);
-    std::fill(p + static_cast<std::size_t>(g.pad_y + g.new_height) * size, p + plane, pad);
+    fill_floats(p, static_cast<std::size_t>(g.pad_y) * size, pad);
+    fill_floats(p + static_cast<std::size_t>(g.pad_y + g.new_height) * size,
+                static_cast<std::size_t>(size - g.pad_y - g.new_height) * size, pad);
   }
 
   // Padding left and right of the image rows.
@@ -351,8 +351,8 @@ LetterboxParams letterbox_impl(const ImageView<T>& image, int size, float pad_va
     float* p = out + static_cast<std::size_t>(c) * plane;
     for (int y = g.pad_y; y < g.pad_y + g.new_height; ++y) {
       float* line = p + static_cast<std::size_t>(y) * size;
-      std::fill(line, line + g.pad_x, pad);
-      std::fill(line + g.pad_x + g.new_width, line + size, pad);
+      fill_floats(line, static_cast<std::size_t>(g.pad_x), pad);
+      fill_floats(line + g.pad_x + g.new_width, static_cast<std::size_t>(size - g.pad_x - g.new_width), pad);
     }
   }
 

@@ -9,7 +9,8 @@ import json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="Pascal VOC folder, YOLO data.yaml or COCO .json")
     parser.add_argument("--model", default="default",
-                        help="shipped model name, model folder/JSON/ONNX, or a training checkpoint .pt (default: the default model)")
+                        help="shipped model name, model folder/JSON/ONNX, or a training checkpoint .pt "
+                             "(default: the default model)")
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")
     parser.add_argument("--out", default=None, help="folder for report.json, pr_curve.png, confusion.png")
     parser.add_argument("--score", type=float, default=None,
@@ -40,13 +41,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{report['model']} on {report['data']} [{report['split']}], {report['images']} images "
           f"({report['backend']}, {report['postprocess']}):")
     print(f"  mAP@0.5 {report['mAP50']:.4f}   mAP@0.5:0.95 {report['mAP50_95']:.4f}   "
-          f"P {report['precision']:.3f} R {report['recall']:.3f} F1 {report['f1']:.3f} @ score {report['thresholds']['operating_score']}")
+          f"P {report['precision']:.3f} R {report['recall']:.3f} F1 {report['f1']:.3f} "
+          f"@ score {report['thresholds']['operating_score']}")
     print(f"  {'class':<12}{'AP50':>8}{'AP50:95':>9}{'P':>7}{'R':>7}{'F1':>7}{'GT':>6}")
     for name, c in report["per_class"].items():
         fmt = lambda v: "   -" if v is None else f"{v:.3f}"  # noqa: E731
         print(f"  {name:<12}{fmt(c['AP50']):>8}{fmt(c['AP50_95']):>9}{fmt(c['precision']):>7}{fmt(c['recall']):>7}"
               f"{fmt(c['f1']):>7}{c['ground_truth']:>6}")
     print("  frame rates:", json.dumps(report["frame_rates"]))
+    best = report["best_f1_score_threshold"]
+    print(f"  best class-mean F1 {best['mean_f1']:.3f} at score >= {best['score']:.2f}")
     if "segmentation" in report:
         print("  segmentation:", json.dumps(report["segmentation"]))
     if args.out:

@@ -90,7 +90,8 @@ def _clip_boxes(boxes: np.ndarray, ids: np.ndarray, size: int, min_visible: floa
     return clipped[keep], ids[keep]
 
 
-def _flip_rotate(image: np.ndarray, boxes: np.ndarray, aug: Augment, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _flip_rotate(image: np.ndarray, boxes: np.ndarray, aug: Augment,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
     if aug.flip_lr and rng.random() < aug.flip_lr:
         image = image[:, ::-1]

@@ -264,7 +264,8 @@ def read_yolo(data_yaml: str | Path, split: str = "train") -> LabelSet:
     if not base.is_absolute():
         base = data_yaml.parent / base
     if split not in cfg:
-        raise ValueError(f"{data_yaml}: no {split!r} entry (has {', '.join(k for k in cfg if k in ('train', 'val', 'test'))})")
+        present = ", ".join(k for k in cfg if k in ("train", "val", "test"))
+        raise ValueError(f"{data_yaml}: no {split!r} entry (has {present})")
     entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
     images: list[Path] = []
     for entry in entries:

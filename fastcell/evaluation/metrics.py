@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["COCO_IOUS", "RECALL_POINTS", "iou_matrix", "match_image", "DetectionMetrics", "evaluate_detections"]
+__all__ = ["COCO_IOUS", "RECALL_POINTS", "iou_matrix", "match_image", "DetectionMetrics", "evaluate_detections",
+           "confusion_matrix", "f1_curve", "best_score_threshold"]
 
 COCO_IOUS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -105,7 +106,8 @@ class DetectionMetrics:
             "mAP50_95": f(self.map50_95),
             "score_threshold": self.score_threshold,
             "per_class": {
-                c: {"AP50": f(self.ap50[i]), "AP50_95": f(np.nanmean(self.ap[i])) if np.isfinite(self.ap[i]).any() else None,
+                c: {"AP50": f(self.ap50[i]),
+                    "AP50_95": f(np.nanmean(self.ap[i])) if np.isfinite(self.ap[i]).any() else None,
                     "precision": f(self.p[i]), "recall": f(self.r[i]), "f1": f(self.f1[i]),
                     "ground_truth": int(self.num_gt[i])}
                 for i, c in enumerate(self.classes)
@@ -214,3 +216,45 @@ def confusion_matrix(predictions, ground_truth, num_classes: int, score_threshol
         for g in np.where(~taken)[0]:
             cm[num_classes, int(gc[g])] += 1
     return cm
+
+
+def f1_curve(predictions, ground_truth, num_classes: int, thresholds: np.ndarray | None = None,
+             iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class F1 against the score threshold, at IoU ``iou``: ``(thresholds (S,), f1 (S, C))``.
+
+    Matching is COCO's greedy one in score order, so a detection's match does not depend on the
+    detections below it and one matching at the lowest score serves every threshold.
+    """
+    thresholds = np.round(np.arange(0.05, 0.96, 0.01), 2) if thresholds is None else np.asarray(thresholds)
+    scores = [[] for _ in range(num_classes)]
+    hits = [[] for _ in range(num_classes)]
+    num_gt = np.zeros(num_classes)
+    for (pb, ps, pc), (gb, gc) in zip(predictions, ground_truth):
+        pb, ps, pc = np.asarray(pb).reshape(-1, 4), np.asarray(ps).reshape(-1), np.asarray(pc).reshape(-1)
+        gb, gc = np.asarray(gb).reshape(-1, 4), np.asarray(gc).reshape(-1)
+        for c in range(num_classes):
+            sel = pc == c
+            order = np.argsort(-ps[sel], kind="mergesort")
+            d, s = pb[sel][order], ps[sel][order]
+            scores[c].append(s)
+            hits[c].append(match_image(d, gb[gc == c], np.array([iou]))[0] >= 0)
+            num_gt[c] += (gc == c).sum()
+    f1 = np.zeros((len(thresholds), num_classes))
+    for c in range(num_classes):
+        s = np.concatenate(scores[c]) if scores[c] else np.zeros(0)
+        h = np.concatenate(hits[c]) if hits[c] else np.zeros(0, bool)
+        for i, t in enumerate(thresholds):
+            keep = s >= t
+            tp, fp = (h & keep).sum(), (~h & keep).sum()
+            p = tp / (tp + fp) if tp + fp else 0.0
+            r = tp / num_gt[c] if num_gt[c] else 0.0
+            f1[i, c] = 2 * p * r / (p + r) if p + r else 0.0
+    return thresholds, f1
+
+
+def best_score_threshold(predictions, ground_truth, num_classes: int) -> tuple[float, float]:
+    """The score threshold that maximises the class-mean F1 at IoU 0.5, and that F1."""
+    thresholds, f1 = f1_curve(predictions, ground_truth, num_classes)
+    mean = f1.mean(1)
+    best = int(np.argmax(mean))
+    return float(thresholds[best]), float(mean[best])

@@ -16,7 +16,7 @@ import numpy as np
 
 from fastcell.data.labels import load_labels
 from fastcell.evaluation.frames import frame_rates
-from fastcell.evaluation.metrics import DetectionMetrics, evaluate_detections
+from fastcell.evaluation.metrics import DetectionMetrics, best_score_threshold, evaluate_detections
 from fastcell.evaluation.predict import postprocess_backend
 
 __all__ = ["evaluate_model", "plot_pr_curves", "plot_confusion"]
@@ -108,6 +108,9 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "test", out
                        "merge": spec.thresholds.merge},
         **metrics.to_dict(),
         "frame_rates": frame_rates(predictions, ground_truth, op_score).to_dict(),
+        # the operating point this split would choose (tune on val, then pass it to export --score)
+        "best_f1_score_threshold": dict(zip(("score", "mean_f1"),
+                                            best_score_threshold(predictions, ground_truth, len(spec.classes)))),
         "seconds": round(seconds, 2),
     }
     if segmentation_data is not None:

@@ -59,7 +59,8 @@ def box_iou_xyxy(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.T
     return inter / (area_a[..., :, None] + area_b[..., None, :] - inter + eps)
 
 
-def decode_head(p: torch.Tensor, anchors: torch.Tensor, stride: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_head(p: torch.Tensor, anchors: torch.Tensor, stride: int,
+                num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Reshape one head to ``(N, 3, H, W, C+5)`` and decode its boxes to x1y1x2y2 input pixels.
 
     ``anchors`` is ``(3, 2)`` in pixels. ``tw``/``th`` are clamped at 6 (×403) before ``exp`` to
@@ -144,7 +145,9 @@ class YoloLoss(nn.Module):
         responsible = self._responsible(targets) if len(targets) else torch.zeros(0, 6, dtype=torch.bool, device=device)
         balance = dict(self.weights.balance)
         # Ground truths padded per image, for the ignore test: (N, G, 4).
-        counts = torch.bincount(targets[:, 0].long(), minlength=batch) if len(targets) else torch.zeros(batch, dtype=torch.long, device=device)
+        counts = torch.zeros(batch, dtype=torch.long, device=device)
+        if len(targets):
+            counts = torch.bincount(targets[:, 0].long(), minlength=batch)
         gmax = int(counts.max()) if batch else 0
         gt_pad = torch.zeros(batch, max(gmax, 1), 4, device=device)
         if len(targets):

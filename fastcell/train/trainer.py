@@ -138,10 +138,12 @@ class Trainer:
             saved = TrainConfig.from_dict(self.resume_state["config"])
             for key, value in (overrides or {}).items():
                 if key not in self.RESUME_OVERRIDES:
-                    raise ValueError(f"cannot change {key!r} when resuming (allowed: {', '.join(self.RESUME_OVERRIDES)})")
+                    allowed = ", ".join(self.RESUME_OVERRIDES)
+                    raise ValueError(f"cannot change {key!r} when resuming (allowed: {allowed})")
                 setattr(saved, key, value)
             if saved.epochs <= self.resume_state["epoch"] and saved.epochs != self.resume_state["config"]["epochs"]:
-                raise ValueError(f"epochs={saved.epochs} but the checkpoint has already done {self.resume_state['epoch']}")
+                done = self.resume_state["epoch"]
+                raise ValueError(f"epochs={saved.epochs} but the checkpoint has already done {done}")
             config = saved
         self.cfg = config
         if config.threads:
@@ -279,7 +281,8 @@ class Trainer:
             count += 1
             bar.set_postfix(loss=f"{float(sums[3]) / count:.4f}", lr=f"{lr:.2e}")
         mean = (sums / max(count, 1)).tolist()
-        return {"box": mean[0], "obj": mean[1], "cls": mean[2], "loss": mean[3], "lr": self.lr_at(max(self.step - 1, 0))}
+        return {"box": mean[0], "obj": mean[1], "cls": mean[2], "loss": mean[3],
+                "lr": self.lr_at(max(self.step - 1, 0))}
 
     def validate(self, model: torch.nn.Module | None = None, split_set: DetectionDataset | None = None):
         model = model or self.ema.ema
