@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-// The span loop has an AVX2 twin, compiled with a target attribute and chosen at run time, so a
-// portable (baseline x86-64) build still runs it on any CPU that has AVX2.
+// The span loop has AVX-512 and AVX2 twins, compiled with target attributes and chosen at run time,
+// so a portable (baseline x86-64) build still runs SIMD code on the CPUs that have it.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
 #define FASTCELL_X86_SIMD 1
 #include <immintrin.h>
@@ -34,6 +34,21 @@ int clamp_to_int(double v, int lo, int hi) {
   return static_cast<int>(v);
 }
 
+// floor(v) and ceil(v) clamped into [lo, hi], without a libm call (baseline x86-64 has no
+// rounding instruction, and these run for every row of every disc).
+int floor_clamped(double v, int lo, int hi) {
+  if (!(v >= lo)) return lo;  // also NaN
+  if (v > hi) return hi;
+  const int t = static_cast<int>(v);  // truncation: one too high for negative non-integers
+  return t - (static_cast<double>(t) > v ? 1 : 0);
+}
+int ceil_clamped(double v, int lo, int hi) {
+  if (!(v >= lo)) return lo;
+  if (v > hi) return hi;
+  const int t = static_cast<int>(v);
+  return t + (static_cast<double>(t) < v ? 1 : 0);
+}
+
 // The pixels [first, last] of row y that satisfy the pixel rule, clipped to [0, width). The span
 // comes from the closed-form half-width and is then corrected by the exact test at its ends, so
 // rounding in sqrt can never add or drop a pixel. Returns false when the row has no such pixel.
@@ -42,8 +57,8 @@ bool disc_row_span(const Disc& d, int y, int width, int& first, int& last) {
   const double half = d.a * std::sqrt(std::max(0.0, 1.0 - dy * dy));
   // Candidates come one pixel wide of the image on either side so that the correction can tell
   // "disc goes on past the edge" from "disc ends here".
-  int lo = clamp_to_int(std::ceil(d.cx - half - 0.5), -1, width);
-  int hi = clamp_to_int(std::floor(d.cx + half - 0.5), -1, width);
+  int lo = ceil_clamped(d.cx - half - 0.5, -1, width);
+  int hi = floor_clamped(d.cx + half - 0.5, -1, width);
   while (lo > -1 && pixel_in_disc(d, lo - 1, y)) --lo;
   while (lo <= hi && !pixel_in_disc(d, lo, y)) ++lo;
   while (hi < width && hi >= lo && pixel_in_disc(d, hi + 1, y)) ++hi;
@@ -77,53 +92,34 @@ void fill_background(std::uint8_t* segmented, std::size_t pixels, const std::uin
   }
 }
 
-// The HSV reciprocals of kHsvTables, computed in float instead of looked up, so that the per-pixel
-// loop below has no gather and vectorises: sat(v) = round(255·2¹²/v), hue(d) = round(180·2¹²/(6d)),
-// both rounded half up. The float quotient is correctly rounded and no exact quotient lies within
-// float rounding of a half, so these equal the tables bit for bit; the static_asserts check that for
-// every index (constexpr float arithmetic is IEEE single precision, as at run time).
+// The HSV reciprocals of kHsvTables, computed in float by the SIMD span loops instead of looked up
+// (a gather was measured slower): sat(v) = round(255·2¹²/v), hue(d) = round(180·2¹²/(6d)), both
+// rounded half up. The float quotient is correctly rounded and no exact quotient lies within float
+// rounding of a half, so these equal the tables bit for bit; the static_assert checks that for every
+// index (constexpr float arithmetic is IEEE single precision, as at run time). Lanes with v = 0 or
+// diff = 0 use 1 as divisor: their product with diff (or with the hue sector, 0 then) is 0 anyway.
 constexpr float kSatNumerator = static_cast<float>(255 << kHsvShift);      // 1044480
 constexpr float kHueNumerator = static_cast<float>((180 << kHsvShift) / 6);  // 122880, exact
-inline int saturation_reciprocal(int v) { return static_cast<int>(kSatNumerator / static_cast<float>(v) + 0.5f); }
-inline int hue_reciprocal(int d) { return static_cast<int>(kHueNumerator / static_cast<float>(d) + 0.5f); }
 constexpr bool reciprocals_match_tables() {
   for (int i = 1; i < 256; ++i) {
-    if (static_cast<int>(kSatNumerator / static_cast<float>(i) + 0.5f) != kHsvTables.saturation[static_cast<std::size_t>(i)])
-      return false;
-    if (static_cast<int>(kHueNumerator / static_cast<float>(i) + 0.5f) != kHsvTables.hue[static_cast<std::size_t>(i)])
-      return false;
+    const auto at = static_cast<std::size_t>(i);
+    if (static_cast<int>(kSatNumerator / static_cast<float>(i) + 0.5f) != kHsvTables.saturation[at]) return false;
+    if (static_cast<int>(kHueNumerator / static_cast<float>(i) + 0.5f) != kHsvTables.hue[at]) return false;
   }
   return true;
 }
 static_assert(reciprocals_match_tables(), "float HSV reciprocals must equal OpenCV's fixed-point tables");
 
-// The HSV bounds as plain ints, for the vectorised span loop.
+// The HSV range as given (for the scalar path) and as plain ints (for the SIMD span loops).
 struct SpanRule {
+  HsvRange range;
   int low_h, high_h, low_s, high_s, low_v, high_v;
   bool hue_wraps;
 };
 
 SpanRule span_rule(const HsvRange& hsv) {
-  return {hsv.low[0], hsv.high[0], hsv.low[1], hsv.high[1], hsv.low[2], hsv.high[2], hsv.low[0] > hsv.high[0]};
-}
-
-// Whether one 8-bit BGR pixel passes the HSV test: bgr_in_hsv_range's arithmetic (cv2.cvtColor's
-// fixed point), written without branches so the span loop vectorises. kHue = false skips the hue.
-template <bool kHue>
-inline bool pixel_in_hsv(int b, int g, int r, const SpanRule& rule) {
-  const int v = max_of(max_of(b, g), r);
-  const int diff = v - min_of(min_of(b, g), r);
-  // v = 0 and diff = 0 make a product of 0 whatever the reciprocal, so max(·, 1) only avoids 1/0.
-  const int s = (diff * saturation_reciprocal(max_of(v, 1)) + (1 << (kHsvShift - 1))) >> kHsvShift;
-  bool ok = (v >= rule.low_v) & (v <= rule.high_v) & (s >= rule.low_s) & (s <= rule.high_s);
-  if constexpr (kHue) {
-    const int sector = v == r ? g - b : (v == g ? b - r + 2 * diff : r - g + 4 * diff);
-    int h = (sector * hue_reciprocal(max_of(diff, 1)) + (1 << (kHsvShift - 1))) >> kHsvShift;
-    h += h < 0 ? 180 : 0;
-    const bool above = h >= rule.low_h, below = h <= rule.high_h;
-    ok = ok & (rule.hue_wraps ? (above | below) : (above & below));
-  }
-  return ok;
+  return {hsv,         hsv.low[0], hsv.high[0], hsv.low[1], hsv.high[1], hsv.low[2], hsv.high[2],
+          hsv.low[0] > hsv.high[0]};
 }
 
 // One row span of one detection, pixel by pixel: every pixel no higher-ranked detection has taken
@@ -136,7 +132,10 @@ void span_scalar(const std::uint8_t* src, std::int32_t* labels, std::uint8_t* se
     if (labels[i] != 0) continue;
     const std::uint8_t* px = src + 3 * i;
     if constexpr (kHsv) {
-      if (!pixel_in_hsv<kHue>(px[0], px[1], px[2], rule)) continue;
+      if (!bgr_in_hsv_range(px[0], px[1], px[2], rule.range, kHue, kHsvTables.saturation.data(),
+                            kHsvTables.hue.data())) {
+        continue;
+      }
     }
     labels[i] = label;
     if constexpr (kSegmented) std::memcpy(segmented + 3 * i, px, 3);
@@ -156,9 +155,10 @@ __attribute__((target("avx2"))) inline __m256i within(__m256i x, __m256i below, 
   return _mm256_and_si256(_mm256_cmpgt_epi32(x, below), _mm256_cmpgt_epi32(above, x));
 }
 
-// round(numerator / max(x, 1)) half up, as saturation_reciprocal / hue_reciprocal compute it.
+// round(numerator / max(x, 1)) half up: kHsvTables' entry for x (see kSatNumerator).
 __attribute__((target("avx2"))) inline __m256i reciprocal(float numerator, __m256i x) {
-  const __m256 q = _mm256_div_ps(_mm256_set1_ps(numerator), _mm256_cvtepi32_ps(_mm256_max_epi32(x, _mm256_set1_epi32(1))));
+  const __m256 d = _mm256_cvtepi32_ps(_mm256_max_epi32(x, _mm256_set1_epi32(1)));
+  const __m256 q = _mm256_div_ps(_mm256_set1_ps(numerator), d);
   return _mm256_cvttps_epi32(_mm256_add_ps(q, _mm256_set1_ps(0.5f)));
 }
 
@@ -236,12 +236,110 @@ __attribute__((target("avx2"))) void span_avx2(const std::uint8_t* src, std::int
 }
 #endif
 
+#if FASTCELL_X86_SIMD
+// The same with AVX-512 (BW, VBMI) and BMI2, 16 pixels at a time: byte permutes split the 48 bytes
+// of 16 BGR pixels straight into 32-bit lanes, the tests produce mask registers, and the stores are
+// masked, so a span's partial last block needs no special case and nothing outside it is touched.
+constexpr __mmask64 kLowBytes = 0x1111111111111111ULL;  // byte 0 of each 32-bit lane
+constexpr __mmask16 kAllLanes = 0xFFFF;
+
+struct Avx512Rule {
+  __m512i low_h, high_h, low_s, high_s, low_v, high_v;
+  __m512i pick_b, pick_g, pick_r;
+};
+
+#define FASTCELL_AVX512 __attribute__((target("avx512f,avx512bw,avx512vbmi,bmi2")))
+// GCC 12's AVX-512 headers start many intrinsics from _mm512_undefined_epi32(), which its
+// -Wmaybe-uninitialized then reports once inlined here: a known false positive, silenced locally.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+FASTCELL_AVX512 inline __mmask16 within(__m512i x, __m512i low, __m512i high) {
+  return _mm512_cmpge_epi32_mask(x, low) & _mm512_cmple_epi32_mask(x, high);
+}
+
+// round(numerator / max(x, 1)) half up: kHsvTables' entry for x (see kSatNumerator).
+FASTCELL_AVX512 inline __m512i reciprocal(float numerator, __m512i x) {
+  const __m512 d = _mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_max_epi32(x, _mm512_set1_epi32(1)));
+  const __m512 q = _mm512_div_ps(_mm512_set1_ps(numerator), d);
+  return _mm512_maskz_cvttps_epi32(kAllLanes, _mm512_add_ps(q, _mm512_set1_ps(0.5f)));
+}
+
+FASTCELL_AVX512 inline __m512i fixed_point(__m512i x, __m512i rec) {
+  return _mm512_srai_epi32(_mm512_add_epi32(_mm512_mullo_epi32(x, rec), _mm512_set1_epi32(1 << (kHsvShift - 1))),
+                           kHsvShift);
+}
+
+template <bool kHue>
+FASTCELL_AVX512 inline __mmask16 hsv_mask(__m512i bgr, const Avx512Rule& rule, bool hue_wraps) {
+  const __m512i b = _mm512_maskz_permutexvar_epi8(kLowBytes, rule.pick_b, bgr);
+  const __m512i g = _mm512_maskz_permutexvar_epi8(kLowBytes, rule.pick_g, bgr);
+  const __m512i r = _mm512_maskz_permutexvar_epi8(kLowBytes, rule.pick_r, bgr);
+  const __m512i v = _mm512_max_epi32(_mm512_max_epi32(b, g), r);
+  const __m512i diff = _mm512_sub_epi32(v, _mm512_min_epi32(_mm512_min_epi32(b, g), r));
+  const __m512i s = fixed_point(diff, reciprocal(kSatNumerator, v));
+  __mmask16 ok = within(v, rule.low_v, rule.high_v) & within(s, rule.low_s, rule.high_s);
+  if constexpr (kHue) {
+    const __mmask16 max_is_r = _mm512_cmpeq_epi32_mask(v, r), max_is_g = _mm512_cmpeq_epi32_mask(v, g);
+    __m512i sector = _mm512_add_epi32(_mm512_sub_epi32(r, g), _mm512_slli_epi32(diff, 2));
+    const __m512i from_g = _mm512_add_epi32(_mm512_sub_epi32(b, r), _mm512_slli_epi32(diff, 1));
+    sector = _mm512_mask_mov_epi32(sector, max_is_g, from_g);
+    sector = _mm512_mask_mov_epi32(sector, max_is_r, _mm512_sub_epi32(g, b));
+    __m512i h = fixed_point(sector, reciprocal(kHueNumerator, diff));
+    h = _mm512_mask_add_epi32(h, _mm512_cmplt_epi32_mask(h, _mm512_setzero_si512()), h, _mm512_set1_epi32(180));
+    const __mmask16 above = _mm512_cmpge_epi32_mask(h, rule.low_h), below = _mm512_cmple_epi32_mask(h, rule.high_h);
+    ok &= hue_wraps ? (above | below) : (above & below);
+  }
+  return ok;
+}
+
+template <bool kHsv, bool kHue, bool kSegmented>
+FASTCELL_AVX512 void span_avx512(const std::uint8_t* src, std::int32_t* labels, std::uint8_t* segmented, int n,
+                                 std::int32_t label, const SpanRule& r) {
+  Avx512Rule rule{_mm512_set1_epi32(r.low_h), _mm512_set1_epi32(r.high_h), _mm512_set1_epi32(r.low_s),
+                  _mm512_set1_epi32(r.high_s), _mm512_set1_epi32(r.low_v), _mm512_set1_epi32(r.high_v),
+                  {}, {}, {}};
+  if constexpr (kHsv) {
+    alignas(64) std::uint8_t index[3][64] = {};
+    for (int c = 0; c < 3; ++c) {
+      for (int k = 0; k < 16; ++k) index[c][4 * k] = static_cast<std::uint8_t>(3 * k + c);
+    }
+    rule.pick_b = _mm512_load_si512(index[0]);
+    rule.pick_g = _mm512_load_si512(index[1]);
+    rule.pick_r = _mm512_load_si512(index[2]);
+  }
+  const __m512i label_lanes = _mm512_set1_epi32(label);
+  for (int i = 0; i < n; i += 16) {
+    const int left = n - i;
+    const __mmask16 lanes = static_cast<__mmask16>(left >= 16 ? 0xFFFF : (1u << left) - 1);
+    const __mmask64 bytes = _pdep_u64(lanes, 0x0000249249249249ULL) * 7;  // each lane's bit on its 3 bytes
+    const __m512i bgr = _mm512_maskz_loadu_epi8(bytes, src + 3 * i);
+    __mmask16 take = _mm512_mask_cmpeq_epi32_mask(lanes, _mm512_maskz_loadu_epi32(lanes, labels + i),
+                                                  _mm512_setzero_si512());
+    if constexpr (kHsv) take &= hsv_mask<kHue>(bgr, rule, r.hue_wraps);
+    _mm512_mask_storeu_epi32(labels + i, take, label_lanes);
+    if constexpr (kSegmented) {
+      _mm512_mask_storeu_epi8(segmented + 3 * i, _pdep_u64(take, 0x0000249249249249ULL) * 7, bgr);
+    }
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#undef FASTCELL_AVX512
+#endif
+
 using SpanFn = void (*)(const std::uint8_t*, std::int32_t*, std::uint8_t*, int, std::int32_t, const SpanRule&);
 
 template <bool kHsv, bool kHue, bool kSegmented>
 SpanFn span_kernel() {
 #if FASTCELL_X86_SIMD
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("bmi2");
   static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx512) return &span_avx512<kHsv, kHue, kSegmented>;
   if (avx2) return &span_avx2<kHsv, kHue, kSegmented>;
 #endif
   return &span_scalar<kHsv, kHue, kSegmented>;
@@ -258,25 +356,39 @@ SpanFn choose_span_kernel(const HsvRange& hsv, bool with_segmented) {
   return with_segmented ? span_kernel<true>(hsv) : span_kernel<false>(hsv);
 }
 
-// One detection to paint: its disc, the image rows it may touch and its label.
+// One detection to paint: its disc, the image rows it may touch, its label, and where its row
+// spans start in the span table.
 struct PaintJob {
   Disc disc;
   int y_first, y_last;
   std::int32_t label;
+  std::size_t spans;
 };
 
-// The non-empty detections in painting order (score descending, NaN last, ties by index).
+// The non-empty detections in painting order (score descending, NaN last, ties by index), and the
+// pixel span [first, last] of each on each of its rows (first > last: none), 8 bytes per disc row.
+// The spans are worked out job by job in a tight loop before painting, where the out-of-order core
+// can overlap the independent rows' division/sqrt chains.
 std::vector<PaintJob> paint_jobs(const ImageView<std::uint8_t>& image, const float* boxes, const float* scores,
-                                 int count, DiscShape shape) {
+                                 int count, DiscShape shape, std::vector<int>& spans) {
   std::vector<PaintJob> jobs;
   jobs.reserve(static_cast<std::size_t>(count));
+  std::size_t rows = 0;
   for (const int i : paint_order(scores, count)) {
     const float* box = boxes + 4 * static_cast<std::size_t>(i);
     const Disc disc = disc_of_box(box[0], box[1], box[2], box[3], shape);
     if (disc.empty) continue;
     const int y_first = clamp_to_int(std::floor(disc.cy - disc.b - 0.5), 0, image.height - 1);
     const int y_last = clamp_to_int(std::ceil(disc.cy + disc.b - 0.5), 0, image.height - 1);
-    jobs.push_back({disc, y_first, y_last, i + 1});
+    jobs.push_back({disc, y_first, y_last, i + 1, 2 * rows});
+    rows += static_cast<std::size_t>(y_last - y_first + 1);
+  }
+  spans.resize(2 * rows);
+  for (const PaintJob& job : jobs) {
+    int* span = spans.data() + job.spans;
+    for (int y = job.y_first; y <= job.y_last; ++y, span += 2) {
+      if (!disc_row_span(job.disc, y, image.width, span[0], span[1])) span[0] = 1, span[1] = 0;
+    }
   }
   return jobs;
 }
@@ -293,21 +405,22 @@ void segment_cells(const ImageView<std::uint8_t>& image, const float* boxes, con
   if (count < 0) throw std::invalid_argument("segment_cells: negative box count");
   if (image.height < 1 || image.width < 1) return;
   const std::size_t width = static_cast<std::size_t>(image.width);
-  const std::vector<PaintJob> jobs = paint_jobs(image, boxes, scores, count, shape);
+  std::vector<int> spans;
+  const std::vector<PaintJob> jobs = paint_jobs(image, boxes, scores, count, shape, spans);
   // Jobs by first row, so each row only looks at the discs that cross it.
   std::vector<int> by_first_row(jobs.size());
   std::iota(by_first_row.begin(), by_first_row.end(), 0);
-  std::stable_sort(by_first_row.begin(), by_first_row.end(),
-                   [&](int i, int j) { return jobs[static_cast<std::size_t>(i)].y_first < jobs[static_cast<std::size_t>(j)].y_first; });
-  const SpanFn span = choose_span_kernel(hsv, segmented != nullptr);
+  auto first_row = [&](int j) { return jobs[static_cast<std::size_t>(j)].y_first; };
+  std::stable_sort(by_first_row.begin(), by_first_row.end(), [&](int i, int j) { return first_row(i) < first_row(j); });
+  const SpanFn paint_span = choose_span_kernel(hsv, segmented != nullptr);
   const SpanRule rule = span_rule(hsv);
   // Labels are needed to resolve overlaps even when the caller only wants the segmented image;
   // painting goes row by row, so one row of them is enough then.
   std::vector<std::int32_t> own_row(labels == nullptr ? width : 0);
 
-  // Row by row: each output row is cleared and then painted while it is still in L1 (clearing the
-  // whole frame first would push it out to L3 before the discs are painted into it), and every
-  // output byte is written in one sweep. Within a row, detections go in painting order.
+  // Row by row: each output row is cleared and then painted while it is still in L1, so the outputs
+  // are swept once (as fast as clearing the whole frame first, measured) and a call without a
+  // label image needs one row of labels. Within a row, detections go in painting order.
   std::vector<int> active;  // indices into jobs, ascending = painting order
   std::size_t next = 0;
   for (int y = 0; y < image.height; ++y) {
@@ -320,18 +433,19 @@ void segment_cells(const ImageView<std::uint8_t>& image, const float* boxes, con
     active.erase(std::remove_if(active.begin(), active.end(),
                                 [&](int j) { return jobs[static_cast<std::size_t>(j)].y_last < y; }),
                  active.end());
-    for (; next < by_first_row.size() && jobs[static_cast<std::size_t>(by_first_row[next])].y_first == y; ++next) {
+    for (; next < by_first_row.size() && first_row(by_first_row[next]) == y; ++next) {
       const int j = by_first_row[next];
       active.insert(std::lower_bound(active.begin(), active.end(), j), j);
     }
     const std::uint8_t* src_row = image.data + static_cast<std::ptrdiff_t>(y) * image.row_stride;
     for (const int j : active) {
       const PaintJob& job = jobs[static_cast<std::size_t>(j)];
-      int x_first = 0, x_last = -1;
-      if (!disc_row_span(job.disc, y, image.width, x_first, x_last)) continue;
+      const int* span = spans.data() + job.spans + 2 * static_cast<std::size_t>(y - job.y_first);
+      const int x_first = span[0], x_last = span[1];
+      if (x_first > x_last) continue;
       const std::size_t x = static_cast<std::size_t>(x_first);
-      span(src_row + 3 * x, label_row + x, segmented_row != nullptr ? segmented_row + 3 * x : nullptr,
-           x_last - x_first + 1, job.label, rule);
+      paint_span(src_row + 3 * x, label_row + x, segmented_row != nullptr ? segmented_row + 3 * x : nullptr,
+                 x_last - x_first + 1, job.label, rule);
     }
   }
 }

@@ -78,12 +78,31 @@ void nms(const float* boxes, const float* scores, const std::int32_t* class_ids,
          float iou_threshold, NmsWorkspace& ws, std::vector<std::int64_t>& keep) {
   keep.clear();
   order_by_score(scores, n, ws.order);
+  // A box only ever suppresses boxes of its own class, so each class is an independent greedy
+  // NMS: grouping the candidates by class (score order kept within each) lets every kept box scan
+  // only its own class instead of all later candidates — with C balanced classes, about C× less
+  // work on dense frames, and the same kept set.
+  if (class_ids != nullptr) {
+    std::stable_sort(ws.order.begin(), ws.order.end(),
+                     [class_ids](std::int64_t a, std::int64_t b) { return class_ids[a] < class_ids[b]; });
+  }
   gather_sorted(boxes, class_ids, n, ws);
   ws.suppressed.assign(n, 0);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (ws.suppressed[i]) continue;
-    keep.push_back(ws.order[i]);
-    suppress_after(i, n, iou_threshold, ws);
+  for (std::size_t begin = 0; begin < n;) {
+    std::size_t end = begin + 1;
+    while (end < n && ws.class_ids[end] == ws.class_ids[begin]) ++end;
+    for (std::size_t i = begin; i < end; ++i) {
+      if (ws.suppressed[i]) continue;
+      keep.push_back(ws.order[i]);
+      suppress_after(i, end, iou_threshold, ws);
+    }
+    begin = end;
+  }
+  // Back from class order to the documented output order: score descending, ties by index.
+  if (class_ids != nullptr) {
+    std::sort(keep.begin(), keep.end(), [scores](std::int64_t a, std::int64_t b) {
+      return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+    });
   }
 }
 

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images to compare ONNX Runtime with PyTorch on (default: two random inputs)")
     parser.add_argument("--data-name", default=None, help="training data description for the metadata")
     parser.add_argument("--data-licence", default=None, help="licence of the training data")
+    parser.add_argument("--score", type=float, default=None,
+                        help="operating score threshold written to the metadata (e.g. the best-F1 one of "
+                             "`fastcell val --split val`; default 0.25)")
     parser.add_argument("--metrics", default=None, metavar="REPORT_JSON",
                         help="a `fastcell val --out` report.json whose figures go into the metadata")
     from fastcell.runtime.tensorrt_engine import add_engine_arguments  # no tensorrt import: options only
@@ -41,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
         report = json.loads(Path(args.metrics).read_text())
         extra["metrics"] = {k: report[k] for k in ("split", "data", "mAP50", "mAP50_95", "precision", "recall", "f1",
                                                    "per_class", "score_threshold") if k in report}
+    from fastcell.spec import Thresholds
+
+    thresholds = Thresholds(score=args.score) if args.score is not None else None
     spec = export_onnx(args.checkpoint, args.out, name=args.name or Path(args.out).name, weights=args.weights,
-                       use_ema=not args.raw, verify_images=args.verify or None, extra=extra)
+                       use_ema=not args.raw, verify_images=args.verify or None, extra=extra, thresholds=thresholds)
     info = spec.extra["export"]
     print(f"wrote {spec.model_path} ({spec.extra['bytes'] / 1e6:.1f} MB, {info['weights']} weights, opset "
           f"{info['opset']}) and {spec.path}; max |ONNX - PyTorch| = {info['max_abs_diff_vs_torch']:.2e} "

@@ -37,7 +37,8 @@ class Layer:
     routes: tuple[int, ...] = ()
 
 
-# Table 1, row by row (index = Darknet layer number). Shapes are for a 416×416 input.
+# Table 1, row by row. Shapes are for a 416×416 input. Indices equal Darknet's layer numbers up to
+# 15; Darknet's weightless "yolo" rows (16 and 23) are left out, so rows after 15 are one lower.
 LAYERS: tuple[Layer, ...] = (
     Layer("conv", 16, 3, 1),            # 0  416×416×16
     Layer("max", size=2, stride=2),     # 1  208×208
@@ -55,7 +56,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("conv", 256, 1, 1),           # 13 13×13×256   ← routed to the 26×26 branch
     Layer("conv", 512, 3, 1),           # 14 13×13×512
     Layer("head", size=1),              # 15 13×13×3(C+5)   → p5 (stride 32)
-    Layer("route", routes=(13,)),       # 16 (Darknet's yolo layer 16 has no weights; kept implicit)
+    Layer("route", routes=(13,)),       # 16 13×13×256 (Darknet's 17: route -4)
     Layer("conv", 128, 1, 1),           # 17 13×13×128
     Layer("upsample", stride=2),        # 18 26×26×128
     Layer("route", routes=(18, 8)),     # 19 26×26×384
@@ -113,8 +114,8 @@ class AttentionNet(nn.Module):
     -----
     ``forward(images)`` takes ``(N, 3, S, S)`` float32 RGB in [0, 1] and returns the tuple
     ``(p5, p4)`` of raw head maps (no sigmoid, no decoding). It works with ``channels_last``
-    inputs and weights (``model.to(memory_format=torch.channels_last)``), which is 1.5–2.5× faster
-    on CPU.
+    inputs and weights (``model.to(memory_format=torch.channels_last)``), oneDNN's preferred
+    layout on CPU; training uses it together with bf16 autocast.
     """
 
     def __init__(self, num_classes: int, input_size: int = 416) -> None:
