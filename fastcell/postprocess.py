@@ -122,6 +122,6 @@ class Postprocessor:
                 boxes=boxes, scores=scores, class_ids=class_ids, classes=self.spec.classes,
                 labels=labels, segmented=segmented, image=frame if self.keep_image else None,
                 frame_index=int(info.get("frame_index", i)), source=info.get("source"),
-                timestamp=float(info.get("timestamp", 0.0)),
+                timestamp=float(info.get("timestamp", 0.0)), image_size=tuple(frame.shape[:2]),
             ))
         return results

@@ -44,6 +44,8 @@ class Result:
         ``time.monotonic()`` when the frame was captured/read.
     latency : float
         Seconds from capture to this result being ready.
+    image_size : (int, int) or None
+        ``(height, width)`` of the frame, known even when neither image nor labels are kept.
     """
 
     boxes: np.ndarray
@@ -57,6 +59,7 @@ class Result:
     source: str | None = None
     timestamp: float = 0.0
     latency: float = 0.0
+    image_size: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -69,6 +72,8 @@ class Result:
     @property
     def shape(self) -> tuple[int, int]:
         """(height, width) of the frame."""
+        if self.image_size is not None:
+            return self.image_size
         if self.labels is not None:
             return self.labels.shape[:2]
         if self.image is not None:
