@@ -17,7 +17,7 @@ import numpy as np
 from fastcell.data.labels import load_labels
 from fastcell.evaluation.frames import frame_rates
 from fastcell.evaluation.metrics import DetectionMetrics, best_score_threshold, evaluate_detections
-from fastcell.evaluation.predict import postprocess_backend
+from fastcell.evaluation.predict import POSTPROCESS
 
 __all__ = ["evaluate_model", "plot_pr_curves", "plot_confusion"]
 
@@ -99,7 +99,7 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "test", out
     report = {
         "model": str(model),
         "backend": type(predictor).__name__,
-        "postprocess": postprocess_backend(),
+        "postprocess": POSTPROCESS,
         "data": str(data),
         "split": split,
         "images": len(images),

@@ -26,7 +26,7 @@ from fastcell.data.augment import Augment
 from fastcell.data.dataset import DetectionDataset, collate
 from fastcell.data.labels import LabelSet, load_labels
 from fastcell.evaluation.metrics import evaluate_detections
-from fastcell.evaluation.predict import postprocess_backend, predict_dataset
+from fastcell.evaluation.predict import POSTPROCESS, predict_dataset
 from fastcell.model.anchors import kmeans_anchors, mean_best_iou, scaled_box_sizes
 from fastcell.model.attentionnet import AttentionNet
 from fastcell.model.loss import YoloLoss
@@ -298,7 +298,7 @@ class Trainer:
         end = cfg.epochs if stop_after is None else min(cfg.epochs, self.start_epoch + stop_after)
         print(f"classes {list(self.classes)}; anchors {self.anchors.round(1).tolist()} "
               f"(mean best IoU {self.anchor_iou:.3f}); {len(self.train_set)} train / {len(self.val_set)} val images; "
-              f"bf16 {'on' if self.bf16 else 'off'}; post-processing for validation: {postprocess_backend()}",
+              f"bf16 {'on' if self.bf16 else 'off'}; post-processing for validation: {POSTPROCESS}",
               flush=True)
         for epoch in range(self.start_epoch, end):
             t0 = time.time()
