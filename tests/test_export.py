@@ -86,3 +86,25 @@ def test_mismatched_spec_is_refused(model, tmp_path):
     spec = ModelSpec(classes=("only",), anchors=ANCHORS)
     with pytest.raises(ValueError, match="classes"):
         export_onnx(model=model, spec=spec, out_dir=tmp_path)
+
+
+def test_export_cli_writes_onnx_json_and_a_calibrated_int8_model(model, tmp_path, bccd_images):
+    """``fastcell export CKPT --out DIR --calib IMAGES``: the three files, and int8 runs close to fp32."""
+    from fastcell.cli import main
+    from fastcell.runtime import open_backend
+
+    checkpoint = tmp_path / "last.pt"
+    torch.save({"classes": list(CLASSES), "anchors": ANCHORS.tolist(), "input_size": 416,
+                "model": model.state_dict()}, checkpoint)
+    out = tmp_path / "engine"
+    assert main(["export", str(checkpoint), "--out", str(out), "--weights", "fp32",
+                 "--calib", *map(str, bccd_images[:4])]) == 0
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "model.json", "model_int8.onnx"}
+    spec = ModelSpec.load(out / "model.json")
+    batch = _real_inputs(bccd_images[4:6])  # images the calibration did not see
+    fp32 = open_backend(spec, "onnxruntime", "fp32").infer(batch)
+    int8_backend = open_backend(spec, "onnxruntime", "int8")
+    assert int8_backend.precision == "int8"
+    for a, b in zip(fp32, int8_backend.infer(batch)):
+        # int8 error is a few percent of the output range (a broken calibration is ~100 %)
+        assert np.abs(a - b).max() < 0.1 * (a.max() - a.min())

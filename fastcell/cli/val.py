@@ -17,6 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="operating score threshold for P/R/F1 and the confusion matrix (default: the model's)")
     parser.add_argument("--map-score", type=float, default=0.001, help="score threshold of the detections used for AP")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default=None,
+                        help="run the model on this runtime backend (auto, openvino, onnxruntime, tensorrt); "
+                             "default: ONNX Runtime fp32, the reference")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default=None,
+                        help="the backend's precision (int8 needs `fastcell export --calib IMAGES` first); measures its cost")
     parser.add_argument("--segmentation", metavar="WBC_SEG_DIR", default=None,
                         help="also score circle/HSV masks from predicted boxes on a wbc-seg folder")
     parser.add_argument("--cell-classes", nargs="+", default=None,
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, segmentation_data=args.segmentation,
                             cell_classes=tuple(args.cell_classes) if args.cell_classes else None,
                             segmentation_names=names,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, device=args.device, precision=args.precision)
     print(f"{report['model']} on {report['data']} [{report['split']}], {report['images']} images "
           f"({report['backend']}, {report['postprocess']}):")
     print(f"  mAP@0.5 {report['mAP50']:.4f}   mAP@0.5:0.95 {report['mAP50_95']:.4f}   "

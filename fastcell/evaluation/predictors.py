@@ -1,8 +1,10 @@
 """Predictions on original images through the deployed preprocessing and post-processing.
 
 A predictor turns a batch of letterboxed inputs ``(N, 3, S, S)`` float32 into the raw head maps
-``[p5, p4]``. Two are provided: :class:`OnnxPredictor` (the shipped artefact through ONNX Runtime —
-what users run) and :class:`TorchPredictor` (a training checkpoint, for evaluating before export).
+``[p5, p4]``. Three are provided: :class:`OnnxPredictor` (the shipped artefact through ONNX Runtime
+fp32, the reference), :class:`BackendPredictor` (any runtime backend and precision — OpenVINO bf16,
+int8 — to measure what a precision costs) and :class:`TorchPredictor` (a training checkpoint, for
+evaluating before export).
 :func:`predict_images` letterboxes with ``fastcell.ops.letterbox_batch`` and post-processes with
 ``fastcell.ops.postprocess`` (see :mod:`fastcell.evaluation.predict`), so the figures are those of
 the deployed pipeline.
@@ -18,7 +20,7 @@ from tqdm import tqdm
 
 from fastcell.spec import ModelSpec, Thresholds
 
-__all__ = ["OnnxPredictor", "TorchPredictor", "load_predictor", "predict_images", "read_image"]
+__all__ = ["OnnxPredictor", "BackendPredictor", "TorchPredictor", "load_predictor", "predict_images", "read_image"]
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -42,6 +44,23 @@ class OnnxPredictor:
         return self.session.run(self.outputs, {"images": np.ascontiguousarray(batch, np.float32)})
 
 
+class BackendPredictor:
+    """Runs ``spec`` through :func:`fastcell.runtime.open_backend` (``device``, ``precision``)."""
+
+    def __init__(self, spec: ModelSpec, device: str = "auto", precision: str | None = None) -> None:
+        from fastcell.runtime import open_backend
+
+        self.spec = spec
+        self.backend = open_backend(spec, device, precision)
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend.name} {self.backend.precision}"
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.backend.infer(np.ascontiguousarray(batch, np.float32))
+
+
 class TorchPredictor:
     """Runs a training checkpoint's EMA weights in PyTorch (float32, channels_last)."""
 
@@ -63,13 +82,19 @@ class TorchPredictor:
             return [h.float().contiguous().numpy() for h in self.model(x)]
 
 
-def load_predictor(model: str | Path):
-    """A ``.pt`` checkpoint → :class:`TorchPredictor`; anything else (name, folder, json, onnx) → ONNX."""
+def load_predictor(model: str | Path, device: str | None = None, precision: str | None = None):
+    """A ``.pt`` checkpoint → :class:`TorchPredictor`; anything else (name, folder, json, onnx) →
+    :class:`OnnxPredictor`, or :class:`BackendPredictor` when ``device`` or ``precision`` is given."""
     if str(model).endswith(".pt"):
+        if device not in (None, "torch") or precision not in (None, "fp32"):
+            raise ValueError("a .pt checkpoint runs in PyTorch fp32 only; export it to choose a backend or precision")
         return TorchPredictor(model)
     from fastcell.spec import find_model
 
-    return OnnxPredictor(ModelSpec.load(find_model(model)))
+    spec = ModelSpec.load(find_model(model))
+    if device is None and precision is None:
+        return OnnxPredictor(spec)
+    return BackendPredictor(spec, device or "auto", precision)
 
 
 def predict_images(predictor, images, thresholds: Thresholds | None = None, batch_size: int = 8,

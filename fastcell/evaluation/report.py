@@ -78,7 +78,8 @@ def plot_confusion(metrics: DetectionMetrics, path: str | Path) -> Path:
 def evaluate_model(model: str | Path, data: str | Path, split: str = "test", out_dir: str | Path | None = None,
                    map_score: float = 0.001, score: float | None = None, batch_size: int = 8,
                    segmentation_data: str | Path | None = None, cell_classes: tuple[str, ...] | None = None,
-                   segmentation_names=None, progress: bool = True) -> dict:
+                   segmentation_names=None, progress: bool = True, device: str | None = None,
+                   precision: str | None = None) -> dict:
     """Evaluate ``model`` (engine name / model.json / .onnx / .pt checkpoint) on ``data``'s ``split``.
 
     Returns the report dict; with ``out_dir`` also writes ``report.json``, ``pr_curve.png`` and
@@ -86,7 +87,7 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "test", out
     """
     from fastcell.evaluation.predictors import load_predictor, predict_images
 
-    predictor = load_predictor(model)
+    predictor = load_predictor(model, device, precision)
     spec = predictor.spec
     labels = load_labels(data, split, spec.classes)
     images = [s.image for s in labels.samples]
@@ -98,7 +99,7 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "test", out
     metrics = evaluate_detections(predictions, ground_truth, spec.classes, score_threshold=op_score)
     report = {
         "model": str(model),
-        "backend": type(predictor).__name__,
+        "backend": getattr(predictor, "name", type(predictor).__name__),
         "postprocess": POSTPROCESS,
         "data": str(data),
         "split": split,

@@ -3,7 +3,8 @@
 Writes ``model_int8.onnx`` (QDQ format: int8 weights per channel, uint8 activations with ranges
 calibrated on the given images) beside ``model.onnx``; both OpenVINO and ONNX Runtime run it with
 ``precision="int8"``. Needs ONNX Runtime's quantisation tools and the ``onnx`` package
-(``pip install "fastcell[train]"``). Check the accuracy cost (``fastcell val --precision int8``)
+(``pip install "fastcell[train]"``). ``fastcell export CKPT --out DIR --calib IMAGES`` runs it after
+export. Check the accuracy cost (``fastcell val DATA --model M --precision int8``)
 before shipping it: calibration on too few or unrepresentative images loses small cells first.
 """
 

@@ -513,7 +513,9 @@ def add_engine_arguments(parser: Any) -> None:
     group.add_argument("--batch-max", type=int, default=32, help="largest batch the engine accepts (default 32)")
     group.add_argument("--workspace-gib", type=float, default=2.0, help="TensorRT builder workspace (default 2 GiB)")
     group.add_argument("--calib", nargs="+", default=(), metavar="IMAGES",
-                       help="int8: calibration images, or folders of them (real frames of the target microscope)")
+                       help="int8 calibration images, or folders of them (real frames of the target microscope, "
+                            "never the test split): --format engine builds an int8 engine on them; --format onnx "
+                            "also writes model_int8.onnx for the CPU backends (64 images at most)")
     group.add_argument("--calib-count", type=int, default=512, help="int8: use at most this many images (default 512)")
     group.add_argument("--device", type=int, default=0, help="CUDA device to build on (default 0)")
 
