@@ -12,16 +12,24 @@ stream runs::
   never drop — the capture thread waits instead.
 * An exception in any stage ends the stream: the results before it are delivered, then the
   consumer gets :class:`StreamError` whose ``__cause__`` is the original exception.
-* A source that blocks for longer than ``stall_timeout`` seconds (a frozen camera, a dead network
-  stream) ends the stream (``on_stall="end"``, logged) or raises :class:`StreamStalled`
-  (``on_stall="raise"``); a disconnect that the source reports is retried ``reconnect`` times
-  first (camera/URL sources). Nothing waits forever.
-* ``close()`` (or leaving the ``with`` block) stops every thread within about a second.
+* Stalls. A live source that blocks in one read for longer than ``stall_timeout`` seconds (a
+  frozen camera, a dead network stream; 10 s by default) ends the stream (``on_stall="end"``,
+  logged) or raises :class:`StreamStalled` (``on_stall="raise"``); a disconnect that the source
+  reports is retried ``reconnect`` times first (camera/URL sources). Files, folders, iterables
+  and :class:`~fastcell.io.sources.Pushed` sources have no stall limit by default: a slow
+  producer is waited for, and a pushed source ends with ``end()``. Only the source's own reads
+  count — time the pipeline spends waiting for the consumer never does.
+* ``close()`` (or leaving the ``with`` block) stops every thread within about a second, and does
+  not wait for a source stuck in a read: that (daemon) thread ends with the read.
+* A caller's Annotator is never used directly: the stream works on a sibling
+  (:meth:`~fastcell.annotator.Annotator.with_options`) with its own buffers, so the caller may go
+  on calling the Annotator — from any thread — while the stream runs.
 """
 
 from __future__ import annotations
 
 import logging
+import numbers
 import queue
 import threading
 import time
@@ -32,15 +40,17 @@ from typing import Any, Iterator
 import numpy as np
 
 from fastcell.annotator import Annotator
-from fastcell.io.sources import ImageFiles, Source, open_source
+from fastcell.io.sources import ImageFiles, Pushed, Source, open_source
 from fastcell.preprocess import check_frame
 from fastcell.results import Result
 
-__all__ = ["stream", "Stream", "StreamError", "StreamStalled"]
+__all__ = ["stream", "Stream", "StreamError", "StreamStalled", "STALL_TIMEOUT"]
 
 log = logging.getLogger("fastcell")
 
 _POLL = 0.05  # seconds between checks of the stop flags while waiting on a queue
+_SOURCE_GRACE = 0.5  # seconds close() waits for a capture thread that may be stuck in the source
+STALL_TIMEOUT = 10.0  # seconds: stall_timeout="auto" for live sources other than Pushed
 
 
 class StreamError(RuntimeError):
@@ -71,7 +81,9 @@ class Stream:
     Build it with :func:`stream`. Attributes: ``fps`` (results/s over the last 256 results),
     ``latency_p50`` / ``latency_p99`` (seconds, capture → result, over the last ``window``
     results), ``dropped`` (live frames discarded), ``count`` (results delivered), ``failed``
-    (unreadable files as ``(path, reason)``), ``stalled`` (whether the source stalled).
+    (unreadable files as ``(path, reason)``), ``stalled`` (whether the source stalled),
+    ``stall_timeout`` (the limit in force, seconds or None, once ``"auto"`` is resolved),
+    ``annotator`` (the stream's own Annotator: a sibling of one the caller passed).
     """
 
     def __init__(self, source: Source, annotator: Annotator, *, batch_size: int, max_latency: float,
@@ -176,6 +188,7 @@ class Stream:
 
     # -- stage threads -----------------------------------------------------------------------------
     def _run_capture(self) -> None:
+        frames: Any = None
         try:
             frames = iter(self.source)
             while not self._halted(_CAPTURE):
@@ -203,6 +216,16 @@ class Stream:
                     return
                 self._capture_done = True
             self._fail(_CAPTURE, "capture", err, self._q_in)
+        finally:
+            # Finish the source's generator here, in the thread that read it: a source holding a
+            # device that is not thread-safe (cv2.VideoCapture) releases it in its ``finally``,
+            # which would otherwise run in whichever thread drops the last reference.
+            close = getattr(frames, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as err:  # noqa: BLE001 - a failing release must not hide the stream's outcome
+                    log.warning("fastcell: closing %s failed: %s", self.source.name, err)
 
     def _offer(self, item: tuple[np.ndarray, dict[str, Any]]) -> None:
         """Queue a frame: live sources drop the oldest waiting frame instead of waiting."""
@@ -324,8 +347,10 @@ class Stream:
     def close(self, timeout: float = 2.0) -> None:
         """Stop all threads and release the source (and the annotator this stream opened).
 
-        Returns within about ``timeout`` seconds even if the source is blocked in a read; such a
-        thread is a daemon and ends with the read.
+        Waits at most ``timeout`` seconds for the inference and post-processing threads, and at
+        most half a second for the capture thread: a source blocked in a read that ``close`` cannot
+        interrupt (a hung camera) keeps its thread — a daemon — until the read returns, and the
+        source releases its device there.
         """
         if self._finished:
             return
@@ -336,9 +361,10 @@ class Stream:
         except Exception as err:  # noqa: BLE001
             log.warning("fastcell: closing %s failed: %s", self.source.name, err)
         deadline = time.monotonic() + timeout
-        for t in self._threads:
+        for stage, t in enumerate(self._threads):
             if t is not threading.current_thread():
-                t.join(max(0.0, deadline - time.monotonic()))
+                wait = max(0.0, deadline - time.monotonic())
+                t.join(min(wait, _SOURCE_GRACE) if stage == _CAPTURE else wait)
         for q in (self._q_in, self._q_post, self._q_out):  # free the frames held in the queues
             while True:
                 try:
@@ -358,20 +384,24 @@ class Stream:
 def stream(source: Any, model: str | Path | Annotator = "default", *, device: str = "auto",
            precision: str | None = None, batch_size: int | None = None, max_latency: float | None = None,
            drop: bool | None = None, live: bool | None = None, queue_size: int | None = None,
-           keep_image: bool = True, segment: bool = True, stall_timeout: float | None = 10.0,
-           on_stall: str = "end", reconnect: int = 0, workers: int = 2, throughput: bool = False,
-           **overrides: Any) -> Stream:
+           keep_image: bool | None = None, segment: bool | None = None,
+           stall_timeout: float | str | None = "auto", on_stall: str = "end", reconnect: int = 0,
+           workers: int = 2, throughput: bool = False, **overrides: Any) -> Stream:
     """Annotate frames from ``source`` in background threads; iterate the Results in frame order.
 
     Parameters
     ----------
     source : any
         Camera index, video file, RTSP/HTTP URL, folder, glob, list of paths, iterable of numpy
-        frames, a callable returning frames, or a :class:`~fastcell.io.sources.Source`
-        (see :func:`fastcell.io.sources.open_source`).
+        frames, an array (``(N, H, W)`` / ``(N, H, W, C)`` stacks are N frames, ``(H, W)`` /
+        ``(H, W, C)`` one: see :func:`fastcell.io.sources.array_frames`), a callable returning
+        frames, or a :class:`~fastcell.io.sources.Source` (see
+        :func:`fastcell.io.sources.open_source`).
     model : str, path or Annotator
-        Model name/path (opened with ``device`` and ``precision``), or a ready Annotator (shared,
-        not closed by the stream).
+        Model name/path (opened with ``device`` and ``precision``), or a ready Annotator. The
+        stream runs a sibling of it (:meth:`~fastcell.annotator.Annotator.with_options`: same
+        backend and settings, buffers of its own), so the caller may keep using it meanwhile; the
+        stream never closes it.
     batch_size : int, optional
         Most frames per inference call. Default 1 for live sources (lowest latency), 8 otherwise.
     max_latency : float, optional
@@ -383,14 +413,21 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
         Override whether the source counts as live.
     queue_size : int, optional
         Frames waiting for inference (default ``2 · batch_size``, at least 2).
-    keep_image : bool
-        Keep each original frame in its Result (needed by overlays/crops writers).
-    segment : bool
-        Compute labels and segmented images.
-    stall_timeout : float or None
-        Seconds a source may block before the stream ends (or raises); ``None``: wait forever.
+    keep_image : bool, optional
+        Keep each original frame in its Result (needed by overlays/crops writers). Default: the
+        given Annotator's setting, True for a model opened here.
+    segment : bool, optional
+        Compute labels and segmented images. Default as for ``keep_image``.
+    stall_timeout : float, None or "auto"
+        Seconds one read of the source may block before the stream gives up on it (see
+        ``on_stall``); ``None``: wait forever. ``"auto"`` (default): ``STALL_TIMEOUT`` (10 s)
+        for live sources — cameras, URLs, callables, anything opened with ``live=True`` — and no
+        limit for files, folders, iterables (a slow producer is waited for: every frame is
+        processed) and :class:`~fastcell.io.sources.Pushed` sources (acquisition may pause;
+        ``end()`` ends them). A number applies to any source.
     on_stall : {"end", "raise"}
-        What a stall does.
+        What a stall does: end the stream after the frames already read (logged; ``stalled`` is
+        set), or raise :class:`StreamStalled` after them.
     reconnect : int
         Camera/URL sources: reconnect attempts after a disconnect.
     workers : int
@@ -403,7 +440,17 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
     -------
     Stream
         Iterate it (or use it as a context manager); ``close()`` stops it.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``on_stall`` or ``stall_timeout``, or an array source of another shape.
+    FileNotFoundError, OSError, TypeError
+        When the source cannot be opened (see :func:`~fastcell.io.sources.open_source`).
     """
+    if on_stall not in ("end", "raise"):
+        raise ValueError(f"on_stall must be 'end' or 'raise', got {on_stall!r}")
+    _check_stall_timeout(stall_timeout)
     src = open_source(source, live=live, reconnect=reconnect, workers=workers)
     is_live = src.live
     batch_size = int(batch_size) if batch_size else (1 if is_live else 8)
@@ -412,16 +459,32 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
     own = not isinstance(model, Annotator)
     try:
         if own:
-            annotator = Annotator.from_model(model, device, precision, throughput=throughput, segment=segment,
-                                             keep_image=keep_image, max_batch=batch_size, **overrides)
+            annotator = Annotator.from_model(model, device, precision, throughput=throughput,
+                                             segment=True if segment is None else segment,
+                                             keep_image=True if keep_image is None else keep_image,
+                                             max_batch=batch_size, **overrides)
         else:
-            annotator = model
-            if overrides or not segment or not keep_image:
-                annotator = Annotator(model.backend, model.spec, segment=segment, keep_image=keep_image,
-                                      max_batch=batch_size, **overrides)
+            # The preprocessing buffer of an Annotator is reused by every call: were the stream to
+            # use the caller's, a direct call meanwhile would overwrite a batch in flight.
+            annotator = model.with_options(segment=segment, keep_image=keep_image, **overrides)
     except BaseException:
         src.close()
         raise
     return Stream(src, annotator, batch_size=batch_size, max_latency=max_latency, drop=drop,
-                  queue_size=queue_size or max(2, 2 * batch_size), stall_timeout=stall_timeout,
-                  on_stall=on_stall, own_annotator=own)
+                  queue_size=queue_size or max(2, 2 * batch_size),
+                  stall_timeout=_resolve_stall_timeout(stall_timeout, src), on_stall=on_stall,
+                  own_annotator=own)
+
+
+def _check_stall_timeout(value: Any) -> None:
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return
+    if isinstance(value, (str, bool)) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"stall_timeout must be a number of seconds > 0, None (no limit) or 'auto', got {value!r}")
+
+
+def _resolve_stall_timeout(value: Any, source: Source) -> float | None:
+    """``"auto"``: a limit for live device sources only (see :func:`stream`)."""
+    if isinstance(value, str):
+        return STALL_TIMEOUT if source.live and not isinstance(source, Pushed) else None
+    return None if value is None else float(value)

@@ -73,6 +73,50 @@ def annotate(*args: str, env: dict | None = None, **popen) -> subprocess.Complet
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300, **popen)
 
 
+# ``fastcell annotate`` in which reading any image after the first K hangs: exactly K images can
+# finish, however the threads are scheduled. The test then SIGKILLs the process, as a user would.
+_HANG_AFTER_K = """
+import sys, threading
+from fastcell.io.sources import ImageFiles
+k, read = int(sys.argv[1]), ImageFiles._read
+def hanging_read(self, path):
+    if self.paths.index(path) >= k:
+        threading.Event().wait()  # never returns
+    return read(self, path)
+ImageFiles._read = hanging_read
+from fastcell.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+def annotate_killed_after(k: int, source: Path, out: Path, *args: str) -> int:
+    """Run ``fastcell annotate SOURCE --out OUT ARGS`` until ``k`` images are finished, then SIGKILL it.
+
+    Returns the number of finished images (records) the kill left.
+    """
+    cmd = [sys.executable, "-c", _HANG_AFTER_K, str(k), "annotate", str(source), "--out", str(out), *args, *CAP]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    records = out / ".fastcell" / "records"
+    deadline = time.monotonic() + 240
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            if records.is_dir() and len(list(records.glob("*.json"))) >= k:
+                break
+            time.sleep(0.01)
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (status {process.returncode}) before {k} images were finished: "
+                        f"{process.stderr.read()}")
+        time.sleep(0.3)  # were a (k+1)-th image to finish, it would now
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    return len(list(records.glob("*.json")))
+
+
 def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -108,10 +152,27 @@ def test_resolve_says_what_is_missing(tmp_path):
         resolve(str(tmp_path / "*.png"))
 
 
-def test_bad_write_option_is_a_usage_error(capsys):
+def test_bad_write_option_is_a_one_line_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["annotate", "x", "--out", "y", "--write", "yolo,parquet"])
-    assert exit_info.value.code == 2 and "parquet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "parquet" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("fastcell annotate: error: argument --write/-w: unknown output(s) ['parquet']")
+
+
+def test_a_failure_no_command_handles_is_one_line_unless_debugging(monkeypatch, capsys):
+    import fastcell.cli.annotate as command
+
+    def broken(args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(command, "run", broken)
+    assert main(["annotate", "x", "--out", "y"]) == 1
+    err = capsys.readouterr().err
+    assert err == "fastcell annotate: error: RuntimeError: disk on fire (set FASTCELL_DEBUG=1 for the traceback)\n"
+    monkeypatch.setenv("FASTCELL_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(["annotate", "x", "--out", "y"])
 
 
 # -- end to end ------------------------------------------------------------------------------------
@@ -150,10 +211,7 @@ def test_annotates_every_readable_image_and_reports_the_rest(tmp_path, source_di
 def test_killed_run_resumes_to_the_same_bytes(tmp_path, source_dir, model_json):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert annotate(str(source_dir), "--out", str(straight), "--model", model_json).returncode == 0
-    killed = annotate(str(source_dir), "--out", str(resumed), "--model", model_json,
-                      env={"FASTCELL_TEST_KILL_AFTER": "3"})
-    assert killed.returncode == -signal.SIGKILL
-    assert len(list((resumed / ".fastcell" / "records").glob("*.json"))) == 3
+    assert annotate_killed_after(3, source_dir, resumed, "--model", model_json) == 3
     assert not (resumed / "annotations.json").exists()
     again = annotate(str(source_dir), "--out", str(resumed), "--model", model_json)
     assert again.returncode == 0, again.stderr
@@ -167,8 +225,7 @@ def test_shipped_model_resumes_to_the_same_bytes(tmp_path, source_dir, default_m
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     args = ["--model", str(default_model_json), "--batch", "8", "--write", "yolo,coco,csv,voc,labels"]
     assert annotate(str(source_dir), "--out", str(straight), *args).returncode == 0
-    killed = annotate(str(source_dir), "--out", str(resumed), *args, env={"FASTCELL_TEST_KILL_AFTER": "5"})
-    assert killed.returncode == -signal.SIGKILL
+    assert annotate_killed_after(5, source_dir, resumed, *args) == 5
     assert annotate(str(source_dir), "--out", str(resumed), *args).returncode == 0
     assert_same_tree(straight, resumed)
 
@@ -260,3 +317,47 @@ def test_video_source(tmp_path, bccd_images, model_json):
     assert sorted(p.stem for p in (out / "yolo").glob("clip_*.txt")) == [f"clip_{i:06d}" for i in range(4)]
     images = coco_mod.COCO(str(out / "annotations.json")).dataset["images"]
     assert [img["frame_index"] for img in images] == [0, 1, 2, 3]
+
+
+@needs_stream
+def test_float_and_signed_tiffs_are_skipped_and_a_rerun_goes_on(tmp_path, bccd_images, model_json, capsys):
+    """Such TIFFs decode, but fastcell takes uint8/uint16 only: a run must neither stop on them nor
+    stop on them again when rerun."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for path in bccd_images[:2]:
+        shutil.copy(path, src / path.name)
+    image = cv2.imread(str(bccd_images[0]))
+    assert cv2.imwrite(str(src / "float32.tiff"), image.astype(np.float32) / 255)
+    assert cv2.imwrite(str(src / "int16.tiff"), image[:, :, 0].astype(np.int16) - 128)
+    out = tmp_path / "out"
+    for annotated in (2, 0):  # the run, then a rerun
+        assert main(["annotate", str(src), "--out", str(out), "--model", model_json, "--write", "yolo,coco",
+                     *CAP]) == 0
+        printed = capsys.readouterr().out
+        assert f"{annotated} image(s) annotated" in printed and "2 failed" in printed
+        failed = (out / "failed.txt").read_text().splitlines()
+        assert [Path(line.split(":")[0]).name for line in failed] == ["float32.tiff", "int16.tiff"]
+        assert "unsupported image" in failed[0] and "dtype float32" in failed[0] and "dtype int16" in failed[1]
+    written = sorted(p.stem for p in (out / "yolo").glob("*.txt") if p.stem != "classes")
+    assert written == sorted(p.stem for p in bccd_images[:2])
+
+
+@needs_stream
+@pytest.mark.parametrize("what", ["missing", "bad_video", "bad_model"])
+def test_bad_input_is_one_line_on_stderr_and_status_1(tmp_path, bccd_images, model_json, capsys, what):
+    video = tmp_path / "clip.avi"
+    video.write_bytes(b"not a video at all" * 64)
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(bccd_images[0], src / bccd_images[0].name)
+    source, model, message = {
+        "missing": (tmp_path / "missing", model_json, "no such file, folder or pattern"),
+        "bad_video": (video, model_json, f"cannot read {str(video)!r}: cannot open {video} with OpenCV"),
+        "bad_model": (src, str(tmp_path / "no.json"), "cannot open model"),
+    }[what]
+    out = tmp_path / "out"
+    assert main(["annotate", str(source), "--out", str(out), "--model", model, "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not out.exists()  # refused before anything was written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -275,3 +276,338 @@ def test_stream_cli_prints_statistics(random_model_dir, bccd_images, capsys):
     assert code == 0
     assert "done:" in out and "fps" in out and "dropped 0" in out
     assert "no display" in err
+
+
+# -- unsupported images are skipped when read ---------------------------------------------------------
+def test_float32_and_int16_images_are_skipped_when_read_and_the_stream_goes_on(annotator, tmp_path, bccd_images):
+    frame = cv2.resize(cv2.imread(str(bccd_images[0])), (160, 120))
+    cv2.imwrite(str(tmp_path / "a_good.png"), frame)
+    assert cv2.imwrite(str(tmp_path / "b_float.tiff"), frame.astype(np.float32) / 255)
+    assert cv2.imwrite(str(tmp_path / "c_signed.tiff"), frame[:, :, 0].astype(np.int16) - 128)
+    cv2.imwrite(str(tmp_path / "d_good.png"), frame[::-1])
+    with fastcell.stream(tmp_path, annotator) as stream:
+        results = list(stream)
+    assert [r.source.rsplit("/", 1)[-1] for r in results] == ["a_good.png", "d_good.png"]
+    assert [r.frame_index for r in results] == [0, 3]  # a file's index is its place in the folder
+    reasons = {p.rsplit("/", 1)[-1]: why for p, why in stream.failed}
+    assert sorted(reasons) == ["b_float.tiff", "c_signed.tiff"]
+    assert "unsupported image" in reasons["b_float.tiff"] and "dtype float32" in reasons["b_float.tiff"]
+    assert "dtype int16" in reasons["c_signed.tiff"]
+
+
+# -- cv2.VideoCapture: used and released by the reading thread only ------------------------------------
+class FakeCapture:
+    """Stands in for cv2.VideoCapture: ``frames`` quick reads, then reads that hang until ``unblock``."""
+
+    instances: list["FakeCapture"] = []
+
+    def __init__(self, target, api=None, params=None, *, frames: int = 2, accepts_params: bool = True) -> None:
+        self.params = list(params or [])
+        self.opened = accepts_params or not self.params
+        self.frames = frames
+        self.unblock = threading.Event()
+        self.read_threads: set[int] = set()
+        self.released_by: int | None = None
+        self.released = threading.Event()
+        FakeCapture.instances.append(self)
+
+    def isOpened(self) -> bool:
+        return self.opened
+
+    def get(self, prop) -> float:
+        return 0.0
+
+    def read(self):
+        self.read_threads.add(threading.get_ident())
+        if self.frames > 0:
+            self.frames -= 1
+            return True, np.full((48, 64, 3), 128, np.uint8)
+        self.unblock.wait()  # a frozen camera: the read returns only when the device gives up
+        return False, None
+
+    def release(self) -> None:
+        self.released_by = threading.get_ident()
+        self.released.set()
+
+
+@pytest.fixture()
+def fake_capture(monkeypatch):
+    FakeCapture.instances = []
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    yield FakeCapture
+    for cap in FakeCapture.instances:
+        cap.unblock.set()
+
+
+def test_video_capture_opens_with_timeouts_and_without_them_where_refused(fake_capture, monkeypatch):
+    from fastcell.io.sources import VideoCapture
+
+    source = VideoCapture(0, open_timeout=2.5, read_timeout=0.75)
+    params = fake_capture.instances[0].params
+    assert params == [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2500, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 750]
+    source.close()  # nobody is reading: released at once, here
+    assert fake_capture.instances[0].released_by == threading.get_ident()
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a: FakeCapture(*a, accepts_params=False))
+    source = VideoCapture("rtsp://camera.invalid/stream")
+    assert source.live and fake_capture.instances[-1].params == [] and fake_capture.instances[-1].opened
+    source.close()
+
+
+def test_close_does_not_release_the_capture_under_a_running_read(annotator, fake_capture):
+    from fastcell.io.sources import VideoCapture
+
+    source = VideoCapture(0)
+    cap = fake_capture.instances[0]
+    stream = fastcell.stream(source, annotator, drop=False)
+    assert [next(stream).frame_index, next(stream).frame_index] == [0, 1]
+    time.sleep(0.2)  # the capture thread is now inside the hanging read
+    start = time.monotonic()
+    stream.close()
+    assert time.monotonic() - start < 1.5  # close does not wait for the read
+    assert not cap.released.is_set()  # releasing under a running read() is what crashes OpenCV
+    cap.unblock.set()  # the device gives up; the reading thread releases it
+    assert cap.released.wait(WAIT)
+    assert cap.read_threads == {cap.released_by} and cap.released_by != threading.get_ident()
+    assert _threads_stop(stream)
+
+
+class HungSource(Source):
+    """Yields one frame, then hangs in a read that ``close()`` cannot interrupt (a wedged driver)."""
+
+    live = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "wedged"
+        self.release = threading.Event()
+        self.closed = False
+
+    def __iter__(self):
+        yield _frames(1)[0], self.name, 0, time.monotonic()
+        self.release.wait()
+
+    def close(self) -> None:
+        self.closed = True  # a flag only: the read goes on
+
+
+def test_close_returns_promptly_while_a_read_cannot_be_interrupted(annotator):
+    source = HungSource()
+    stream = fastcell.stream(source, annotator, stall_timeout=None)
+    assert next(stream).frame_index == 0
+    time.sleep(0.2)
+    start = time.monotonic()
+    stream.close()
+    assert time.monotonic() - start < 1.5 and source.closed
+    assert not stream._threads[1].is_alive() and not stream._threads[2].is_alive()  # inference, post done
+    source.release.set()
+    assert _threads_stop(stream)
+
+
+# -- stall_timeout -------------------------------------------------------------------------------------
+def _slow(n: int, pause: float):
+    for frame in _frames(n):
+        time.sleep(pause)
+        yield frame
+
+
+def test_stall_timeout_auto_limits_live_sources_only(annotator, monkeypatch, tmp_path):
+    import fastcell.pipeline as pipeline
+
+    cv2.imwrite(str(tmp_path / "a.png"), _frames(1)[0])
+    it = iter(_frames(2))
+    cases = {"folder": (tmp_path, None), "iterable": (_frames(2), None), "generator": (_slow(1, 0), None),
+             "callable": (lambda: next(it, None), pipeline.STALL_TIMEOUT), "pushed": (Pushed(), None)}
+    for name, (source, expected) in cases.items():
+        with fastcell.stream(source, annotator) as stream:
+            assert stream.stall_timeout == expected, name
+    with fastcell.stream(Pushed(), annotator, stall_timeout=3) as stream:
+        assert stream.stall_timeout == 3.0  # an explicit limit applies to any source
+
+    monkeypatch.setattr(pipeline, "STALL_TIMEOUT", 0.15)  # what "auto" gives live sources
+    with fastcell.stream(_slow(3, 0.5), annotator) as stream:  # a slow producer is waited for
+        assert [r.frame_index for r in stream] == [0, 1, 2] and not stream.stalled
+    slow = _slow(3, 0.5)
+    with fastcell.stream(lambda: next(slow, None), annotator) as stream:  # a live one is not
+        assert list(stream) == [] and stream.stalled
+
+
+def test_pushed_source_waits_through_pauses_and_an_explicit_limit_ends_it(annotator, monkeypatch):
+    import fastcell.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "STALL_TIMEOUT", 0.15)
+    source = Pushed()
+    frames = _frames(3)
+
+    def acquire():
+        for f in frames:
+            time.sleep(0.5)  # acquisition pauses longer than any live limit
+            source.push(f)
+        source.end()
+
+    threading.Thread(target=acquire).start()
+    with fastcell.stream(source, annotator, drop=False) as stream:
+        assert [r.frame_index for r in stream] == [0, 1, 2] and not stream.stalled
+    with pytest.raises(StreamStalled, match="pushed delivered no frame for 0.2"):
+        list(fastcell.stream(Pushed(), annotator, stall_timeout=0.2, on_stall="raise"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"stall_timeout": 0}, "stall_timeout must be"), ({"stall_timeout": -1.0}, "stall_timeout must be"),
+    ({"stall_timeout": "soon"}, "got 'soon'"), ({"stall_timeout": True}, "got True"),
+    ({"on_stall": "ignore"}, "on_stall must be 'end' or 'raise', got 'ignore'"),
+])
+def test_bad_stall_settings_are_refused_before_the_source_is_opened(annotator, tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):  # not FileNotFoundError: nothing was opened
+        fastcell.stream(tmp_path / "missing", annotator, **kwargs)
+
+
+# -- a caller's Annotator --------------------------------------------------------------------------------
+def test_a_caller_can_use_its_annotator_while_a_stream_runs_on_it(annotator, bccd_images):
+    frames = [cv2.imread(str(p)) for p in bccd_images[:4]] * 3
+    others = [cv2.resize(cv2.imread(str(p)), (320, 240)) for p in bccd_images[4:6]]
+    expected = annotator.batch(frames)
+    expected_others = [annotator(f) for f in others]
+    got = []
+    with fastcell.stream(frames, annotator, batch_size=4) as stream:
+        assert stream.annotator is not annotator and stream.annotator.backend is annotator.backend
+        consumer = threading.Thread(target=lambda: got.extend(stream))
+        consumer.start()
+        direct = []
+        while consumer.is_alive() or not direct:  # direct calls overlap the stream's batches
+            i = len(direct) % 2
+            direct.append((i, annotator(others[i])))
+        consumer.join(WAIT)
+    assert len(got) == len(frames)
+    for r, e in zip(got, expected):
+        np.testing.assert_allclose(r.boxes, e.boxes, atol=1e-4)
+        np.testing.assert_array_equal(r.class_ids, e.class_ids)
+    for i, r in direct:
+        np.testing.assert_allclose(r.boxes, expected_others[i].boxes, atol=1e-4)
+
+
+def test_stream_settings_do_not_change_the_callers_annotator(annotator):
+    lean = annotator.with_options(segment=False, keep_image=False)
+    (r,) = list(fastcell.stream(_frames(1), lean))  # the stream keeps the given Annotator's settings
+    assert r.labels is None and r.image is None
+    with fastcell.stream(_frames(1), lean, segment=True, score_threshold=0.3) as stream:
+        (r,) = list(stream)
+    assert r.labels is not None and r.image is None
+    assert stream.annotator.spec.thresholds.score == 0.3 and stream.annotator.segment
+    assert not lean.segment and lean.spec.thresholds.score == annotator.spec.thresholds.score == 0.25
+
+
+# -- Pushed copies -----------------------------------------------------------------------------------------
+def test_pushed_frames_are_copied_so_the_acquisition_buffer_can_be_reused(annotator, bccd_images):
+    first, second = (cv2.resize(cv2.imread(str(p)), (200, 150)) for p in bccd_images[:2])
+    buffer = first.copy()  # the SDK's one buffer
+    source = Pushed(maxsize=4)
+    source.push(buffer)
+    buffer[...] = second
+    source.push(buffer)
+    buffer[...] = 0  # refilled before the stream has read anything
+    source.end()
+    results = list(fastcell.stream(source, annotator, drop=False))
+    assert [r.frame_index for r in results] == [0, 1]
+    np.testing.assert_array_equal(results[0].image, first)
+    np.testing.assert_array_equal(results[1].image, second)
+    np.testing.assert_allclose(results[0].boxes, annotator(first).boxes, atol=1e-4)
+    np.testing.assert_allclose(results[1].boxes, annotator(second).boxes, atol=1e-4)
+
+    shared = Pushed(copy=False)  # opting out: the queued frame is the caller's array
+    shared.push(buffer)
+    shared.end()
+    (r,) = list(fastcell.stream(shared, annotator, drop=False))
+    assert r.image is buffer
+
+
+def test_push_after_the_stream_closed_is_discarded_not_an_error(annotator):
+    source = Pushed()
+    stream = fastcell.stream(source, annotator)
+    source.push(_frames(1)[0])
+    assert next(stream).frame_index == 0
+    stream.close()
+    source.push(_frames(1)[0])  # the camera's callback may fire once more: it must not raise
+    assert source.discarded == 1
+    ended = Pushed()
+    ended.end()
+    with pytest.raises(RuntimeError, match="after end"):
+        ended.push(_frames(1)[0])
+
+
+# -- arrays: a stack of frames or one frame, by shape ---------------------------------------------------------
+def test_array_sources_split_by_shape(annotator):
+    from fastcell.io.sources import Frames, array_frames
+
+    color = _frames(3, seed=4)
+    color = [cv2.resize(f, (64, 48)) for f in color]
+    gray = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in color]
+    gray_stack = np.stack(gray)  # (3, 48, 64): three gray frames
+    results = list(fastcell.stream(gray_stack, annotator))
+    assert [r.frame_index for r in results] == [0, 1, 2]
+    for r, g in zip(results, gray):
+        assert r.image.shape == (48, 64) and r.labels.shape == (48, 64)
+        np.testing.assert_allclose(r.boxes, annotator(g).boxes, atol=1e-4)
+    for array, n in [(np.stack(color), 3), (gray_stack[..., None], 3), (color[0], 1), (gray[0], 1),
+                     (gray[0][:, :, None], 1)]:
+        assert len(array_frames(array)) == n, array.shape
+        assert len(list(fastcell.stream(array, annotator))) == n, array.shape
+    assert len(Frames(gray_stack)) == 3  # the same rule for a Frames source built directly
+    narrow = np.zeros((5, 40, 3), np.uint8)  # 5 gray frames 3 px wide? No: one 5×40 BGR image
+    assert [f.shape for f in array_frames(narrow)] == [(5, 40, 3)]
+    assert len(list(fastcell.stream(list(narrow), annotator))) == 5  # a list says "frames"
+    with pytest.raises(ValueError, match=r"got shape \(2, 3, 48, 64, 3\)"):
+        fastcell.stream(np.zeros((2, 3, 48, 64, 3), np.uint8), annotator)
+
+
+# -- the embedding example ---------------------------------------------------------------------------------
+def test_acquisition_callback_example_runs(random_model_dir, capsys):
+    from fastcell.examples.acquisition_callback import main
+
+    main(str(random_model_dir / "model.json"))
+    out = capsys.readouterr().out.splitlines()
+    analysed, dropped = (int(w) for w in re.match(r"(\d+) frames analysed, (\d+) dropped", out[-1]).groups())
+    assert analysed > 0 and analysed + dropped == 60  # every frame the camera made is accounted for
+    assert sum(line.startswith("frame ") for line in out) == analysed
+
+
+# -- the stream CLI: one-line errors, everything closed ---------------------------------------------------------
+@pytest.mark.parametrize("argv, code, message", [
+    (["stream", "/no/such/folder"], 1, "cannot read '/no/such/folder': no such file"),
+    (["stream", "{bad_video}"], 1, "cannot open {bad_video} with OpenCV"),
+    (["stream", "{folder}", "--model", "{folder}/no-model.json"], 1, "cannot open model"),
+    (["stream", "{folder}", "--stall-timeout", "soon"], 2, "argument --stall-timeout: invalid float value"),
+    (["stream", "{folder}", "--stall-timeout", "-1"], 2, "--stall-timeout must be >= 0"),
+])
+def test_stream_cli_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, capsys, argv, code, message):
+    from fastcell.cli import main
+
+    (tmp_path / "clip.avi").write_bytes(b"not a video" * 100)
+    cv2.imwrite(str(tmp_path / "a.png"), _frames(1)[0])
+    paths = {"bad_video": tmp_path / "clip.avi", "folder": tmp_path}
+    argv = [a.format(**paths) for a in argv]
+    try:
+        got = main(argv)
+    except SystemExit as exit_info:  # argparse's own refusals
+        got = exit_info.code
+    assert got == code
+    err = capsys.readouterr().err.strip()
+    assert message.format(**paths) in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_stream_cli_closes_the_source_when_the_model_or_the_stream_fails(random_model_dir, monkeypatch, capsys):
+    import fastcell.io.sources as sources
+    from fastcell.cli import main
+
+    opened = []
+
+    def bad_frames(source, **kwargs):
+        opened.append(sources.Frames(_frames(2) + [np.zeros((8, 8), np.float64)], "bad"))
+        return opened[-1]
+
+    monkeypatch.setattr(sources, "open_source", bad_frames)
+    assert main(["stream", "x", "--model", "/no/model.json"]) == 1
+    assert opened[-1]._closed
+    assert main(["stream", "x", "--model", str(random_model_dir / "model.json"), "--device", "onnxruntime"]) == 1
+    out, err = capsys.readouterr()
+    assert opened[-1]._closed and "done: 2 frames" in out
+    assert err.strip().splitlines()[-1].startswith("fastcell stream: stopped: the capture stage of the stream failed")

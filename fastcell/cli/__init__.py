@@ -2,13 +2,29 @@
 
 Each sub-command module defines ``add_arguments(parser)`` and ``run(args) -> int``. Importing a
 module happens only when its command runs, so ``fastcell annotate`` never imports torch.
+
+Errors are one line on stderr, never a traceback: a bad argument exits with status 2
+(``fastcell annotate: error: argument --write/-w: ...``), a failure the command did not handle
+itself with status 1 (``fastcell annotate: error: OSError: ...``). Set ``FASTCELL_DEBUG=1`` to get
+the traceback of the latter instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import NoReturn
+
+DEBUG_ENV = "FASTCELL_DEBUG"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the full usage of a command with 25 options buries it."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 # name → (module, one-line help). Training-side commands need the ``train`` extra (torch).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastcell", description="Real-time cell detection and segmentation.")
+    parser = _Parser(prog="fastcell", description="Real-time cell detection and segmentation.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -40,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
-    sub = argparse.ArgumentParser(prog=f"fastcell {name}", description=COMMANDS[name][1])
+    sub = _Parser(prog=f"fastcell {name}", description=COMMANDS[name][1])
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     try:
@@ -48,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"fastcell {name}: error: {type(err).__name__}: {err} (set {DEBUG_ENV}=1 for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ even decoded — and rebuilds the COCO/CSV files, so a killed run followed by a 
 bytes as one uninterrupted run. (Video frames cannot be skipped without decoding: a rerun over a
 video decodes and infers every frame again but rewrites only the unfinished ones.)
 
-Unreadable files (corrupt, empty, not an image) are reported, listed in ``OUT/failed.txt`` and at
-the end, and skipped; the run goes on. Exit status: 0 when at least one image was annotated (now
-or by an earlier run), 1 when nothing could be read, no image was found, or the output folder holds
-a run with other settings; 2 for bad arguments.
+Unreadable files (corrupt, empty, not an image, or an image fastcell cannot take such as a
+float32 or int16 TIFF) are reported, listed in ``OUT/failed.txt`` and at the end, and skipped; the
+run goes on, and so does a rerun (it tries them again). Exit status: 0 when at least one image was
+annotated (now or by an earlier run), 1 when nothing could be read, no image was found, the video
+cannot be opened, the output folder holds a run with other settings, or the run stopped early
+(what it finished stays; rerun to resume); 2 for bad arguments. Errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -18,16 +20,11 @@ from __future__ import annotations
 import argparse
 import glob as globlib
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-# A test hook: with this set to k, the process SIGKILLs itself once k images are fully written, as
-# a user's kill would (no cleanup, no finish). Used by tests/test_annotate_cli.py only.
-_KILL_AFTER_ENV = "FASTCELL_TEST_KILL_AFTER"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,15 +179,32 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    import fastcell
-    from fastcell.io.writers import AnnotationWriter, SettingsMismatch
-    from fastcell.pipeline import StreamError
+    from fastcell.io.sources import open_source
 
     try:
         plan = resolve(args.source, args.recursive)
     except FileNotFoundError as err:
         print(f"fastcell annotate: {err}", file=sys.stderr)
         return 1
+    video = None
+    if plan.video is not None:  # opened before anything is loaded or created: a bad file fails fast
+        try:
+            video = open_source(plan.video, live=False)
+        except OSError as err:
+            print(f"fastcell annotate: cannot read {args.source!r}: {err}", file=sys.stderr)
+            return 1
+    try:
+        return _run(args, plan, video)
+    finally:  # the stream closes it too; this covers the ways out before the stream starts
+        if video is not None:
+            video.close()
+
+
+def _run(args: argparse.Namespace, plan: Plan, video: Any) -> int:
+    import fastcell
+    from fastcell.io.writers import AnnotationWriter, SettingsMismatch
+    from fastcell.pipeline import StreamError
+
     formats = args.write
     segment, keep_image = _needs(formats, args)
     overrides = _overrides(args)
@@ -219,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     outcome = _Outcome()
     try:
         with writer:
-            _annotate(args, plan, annotator, writer, outcome, segment=segment, keep_image=keep_image)
+            _annotate(args, plan, video, annotator, writer, outcome, segment=segment, keep_image=keep_image)
             outcome.totals = writer.finish(outcome.items, outcome.failed)
     except OSError as err:  # writing failed (disk full, permissions): what is finished stays finished
         outcome.error = err
@@ -251,13 +265,14 @@ class _Outcome:
     totals: Any = None  # fastcell.io.writers.Totals
 
 
-def _annotate(args, plan: Plan, annotator, writer, outcome: _Outcome, *, segment: bool, keep_image: bool) -> None:
-    """Stream the unfinished frames through the annotator into the writer (fills ``outcome``)."""
+def _annotate(args, plan: Plan, video, annotator, writer, outcome: _Outcome, *, segment: bool,
+              keep_image: bool) -> None:
+    """Stream the unfinished frames (of the files, or of the opened ``video`` source) through the
+    annotator into the writer (fills ``outcome``)."""
     import fastcell
     from fastcell.io.sources import ImageFiles
     from fastcell.pipeline import StreamError
 
-    kill_after = int(os.environ.get(_KILL_AFTER_ENV, "0") or 0)
     if plan.video is None:
         todo = [i for i, item in enumerate(plan.items) if not writer.is_done(item.key)]
         outcome.items = plan.items
@@ -269,10 +284,11 @@ def _annotate(args, plan: Plan, annotator, writer, outcome: _Outcome, *, segment
         source: Any = ImageFiles([plan.paths[i] for i in todo], name=args.source, workers=args.workers)
     else:
         todo = []
-        progress = _Progress(_frame_count(plan.video), 0, args.quiet)
-        source = plan.video
+        progress = _Progress(len(video) or None, 0, args.quiet)
+        source = video
     stream = None
     try:
+        # A hung read (a dead network drive) stops the run after 5 minutes; a rerun resumes.
         stream = fastcell.stream(source, annotator, batch_size=max(1, args.batch), keep_image=keep_image,
                                  segment=segment, live=False, drop=False, stall_timeout=300.0,
                                  on_stall="raise", workers=args.workers)
@@ -294,26 +310,12 @@ def _annotate(args, plan: Plan, annotator, writer, outcome: _Outcome, *, segment
                 writer.submit(result, item)
                 outcome.annotated += 1
                 progress.update(len(result))
-                if kill_after and outcome.annotated >= kill_after:
-                    writer.wait()
-                    os.kill(os.getpid(), signal.SIGKILL)
     except StreamError as err:  # what was written stays written; the rerun resumes from it
         outcome.error = err
     finally:
         progress.close()
         if stream is not None:
             outcome.failed = [f"{path}: {reason}" for path, reason in stream.failed]
-
-
-def _frame_count(video: str) -> int | None:
-    import cv2
-
-    cap = cv2.VideoCapture(video)
-    try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
-    return n if n > 0 else None
 
 
 def _video_item(video: str, index: int) -> Any:

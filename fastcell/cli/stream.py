@@ -2,6 +2,10 @@
 
 A window with the boxes is shown only with ``--show`` and when OpenCV can open one (the headless
 OpenCV build that fastcell installs cannot; then the flag says so and the run goes on).
+
+Exit status: 0 when the source ended (or ``--max-frames`` / ``q`` stopped it), 1 when the source or
+the model cannot be opened or the stream failed (one line on stderr), 2 for bad arguments, 130
+after Ctrl-C (the statistics so far are printed first).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="frames per inference call")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many results (0: run to the end)")
     parser.add_argument("--no-drop", action="store_true", help="never drop frames of a live source")
-    parser.add_argument("--stall-timeout", type=float, default=10.0,
-                        help="end when the source delivers nothing for this many seconds (default: %(default)s)")
+    parser.add_argument("--stall-timeout", type=float, default=None,
+                        help="end when one read of the source blocks this many seconds; 0: never "
+                             "(default: 10 for cameras and URLs, none for files and folders)")
     parser.add_argument("--reconnect", type=int, default=0, help="reconnect attempts after a camera/URL disconnect")
     parser.add_argument("--no-segment", action="store_true", help="boxes only (skip the masks)")
     parser.add_argument("--show", action="store_true", help="show a window with the detections, if a display exists")
@@ -53,37 +58,78 @@ def _draw(result) -> "object":
 
 def run(args: argparse.Namespace) -> int:
     import fastcell
+    from fastcell.io.sources import open_source
+    from fastcell.pipeline import StreamError
 
-    window = "fastcell" if args.show and _open_window("fastcell") else None
-    if args.show and window is None:
-        print("fastcell: no display available (or headless OpenCV): printing statistics only", file=sys.stderr)
-    source = int(args.source) if args.source.isdigit() else args.source
-    annotator = fastcell.load(args.model, args.device, args.precision, segment=not args.no_segment,
-                              keep_image=window is not None, max_batch=args.batch_size or 8)
+    if args.stall_timeout is not None and args.stall_timeout < 0:
+        print(f"fastcell stream: --stall-timeout must be >= 0 seconds, got {args.stall_timeout}", file=sys.stderr)
+        return 2
+    stall_timeout = "auto" if args.stall_timeout is None else (args.stall_timeout or None)
+    try:  # the source first: a wrong path should not wait for a model to load
+        source = open_source(int(args.source) if args.source.isdigit() else args.source, reconnect=args.reconnect)
+    except (OSError, TypeError, ValueError) as err:  # FileNotFoundError is an OSError
+        print(f"fastcell stream: cannot read {args.source!r}: {err}", file=sys.stderr)
+        return 1
+    annotator = stream = None
+    window = None
+    code = 0
+    try:
+        window = "fastcell" if args.show and _open_window("fastcell") else None
+        if args.show and window is None:
+            print("fastcell: no display available (or headless OpenCV): printing statistics only", file=sys.stderr)
+        try:
+            annotator = fastcell.load(args.model, args.device, args.precision, segment=not args.no_segment,
+                                      keep_image=window is not None, max_batch=args.batch_size or 8)
+        except (FileNotFoundError, ImportError, ValueError) as err:  # no such model/backend, bad option
+            print(f"fastcell stream: cannot open model {args.model!r}: {err}", file=sys.stderr)
+            return 1
+        stream = fastcell.stream(source, annotator, batch_size=args.batch_size,
+                                 drop=False if args.no_drop else None, stall_timeout=stall_timeout,
+                                 keep_image=window is not None, segment=not args.no_segment)
+        try:
+            _loop(args, stream, window)
+        except StreamError as err:  # its message names the stage and the original error
+            print(f"fastcell stream: stopped: {err}", file=sys.stderr)
+            code = 1
+        except KeyboardInterrupt:
+            code = 130
+        _report(stream)
+        return code
+    finally:  # whatever happened: the camera, the threads and the engine are released
+        if stream is not None:
+            stream.close()
+        source.close()
+        if annotator is not None:
+            annotator.close()
+        if window is not None:
+            import cv2
+
+            cv2.destroyAllWindows()
+
+
+def _loop(args: argparse.Namespace, stream, window: str | None) -> None:
     last = time.monotonic()
-    with fastcell.stream(source, annotator, batch_size=args.batch_size, drop=False if args.no_drop else None,
-                         stall_timeout=args.stall_timeout, reconnect=args.reconnect,
-                         keep_image=window is not None, segment=not args.no_segment) as stream:
-        for result in stream:
-            now = time.monotonic()
-            if now - last >= args.interval:
-                last = now
-                print(f"frame {result.frame_index:>7}  {stream.fps:6.1f} fps  latency p50 "
-                      f"{stream.latency_p50 * 1e3:6.1f} ms  p99 {stream.latency_p99 * 1e3:6.1f} ms  "
-                      f"dropped {stream.dropped}  cells {len(result)}", flush=True)
-            if window is not None:
-                import cv2
+    for result in stream:
+        now = time.monotonic()
+        if now - last >= args.interval:
+            last = now
+            print(f"frame {result.frame_index:>7}  {stream.fps:6.1f} fps  latency p50 "
+                  f"{stream.latency_p50 * 1e3:6.1f} ms  p99 {stream.latency_p99 * 1e3:6.1f} ms  "
+                  f"dropped {stream.dropped}  cells {len(result)}", flush=True)
+        if window is not None:
+            import cv2
 
-                cv2.imshow(window, _draw(result))
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    break
-            if args.max_frames and stream.count >= args.max_frames:
-                break
-        stats = stream.stats()
+            cv2.imshow(window, _draw(result))
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                return
+        if args.max_frames and stream.count >= args.max_frames:
+            return
+
+
+def _report(stream) -> None:
+    stats = stream.stats()
     print(f"done: {stats['count']} frames, {stats['fps']:.1f} fps, latency p50 {stats['latency_p50'] * 1e3:.1f} ms "
           f"p99 {stats['latency_p99'] * 1e3:.1f} ms, dropped {stats['dropped']}, unreadable {stats['failed']}"
           + (", source stalled" if stats["stalled"] else ""))
     for path, reason in stream.failed:
         print(f"  failed: {path}: {reason}", file=sys.stderr)
-    annotator.close()
-    return 0

@@ -1,8 +1,11 @@
 """Embedding fastcell in instrument software: the acquisition loop calls back once per frame.
 
-Camera SDKs usually deliver frames by callback on their own thread. Hand each frame to a
-:class:`~fastcell.io.sources.Pushed` source (never blocks: when analysis falls behind, the oldest
-waiting frame is discarded), and consume the Results on another thread — here the main one.
+Camera SDKs usually deliver frames by callback on their own thread, in a buffer they fill again
+for the next frame. Hand each frame to a :class:`~fastcell.io.sources.Pushed` source: it copies
+the frame (so the SDK may reuse its buffer at once) and never blocks — when analysis falls behind,
+the oldest waiting frame is discarded. Consume the Results on another thread — here the main one.
+A pushed source has no stall timeout: acquisition may pause as long as it likes, and ``end()``
+ends the stream.
 
 Run ``python -m fastcell.examples.acquisition_callback [MODEL]``; a fake camera makes 60 frames at
 30 fps. Replace ``FakeCamera`` with your SDK.
@@ -29,9 +32,10 @@ class FakeCamera:
 
     def _loop(self) -> None:
         rng = np.random.default_rng(0)
+        buffer = np.empty((480, 640, 3), np.uint8)  # like a real SDK: one buffer, refilled per frame
         for _ in range(self.frames):
-            frame = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)  # a real SDK hands a buffer
-            self.on_frame(frame)
+            buffer[...] = rng.integers(0, 255, buffer.shape, dtype=np.uint8)
+            self.on_frame(buffer)
             time.sleep(self.period)
 
     def start(self) -> None:
@@ -41,7 +45,7 @@ class FakeCamera:
 def main(model: str = "default") -> None:
     source = Pushed("camera", maxsize=4)
     camera = FakeCamera(on_frame=source.push)          # the SDK's per-frame callback
-    with fastcell.stream(source, model, stall_timeout=5.0) as results:
+    with fastcell.stream(source, model) as results:
         camera.start()
         threading.Thread(target=lambda: (camera.thread.join(), source.end()), daemon=True).start()
         for result in results:                           # Results in frame order, as they are ready

@@ -10,9 +10,10 @@ from fastcell.io.sources import (
     Pushed,
     Source,
     VideoCapture,
+    array_frames,
     open_source,
     read_image,
 )
 
 __all__ = ["Source", "ImageFiles", "VideoCapture", "Frames", "Callback", "Pushed", "open_source", "read_image",
-           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+           "array_frames", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]

@@ -6,9 +6,11 @@ source, and ``time.monotonic()`` when it was read. Sources say whether they are 
 or a stream that will not wait: the pipeline may drop its oldest frames when behind) or not
 (files, folders, iterables: every frame is processed).
 
-Unreadable or corrupt image files are logged, recorded in ``source.failed`` as ``(path, reason)``
-and skipped — a folder with one bad file still runs to the end. Their index is not reused, so the
-indices of the other files stay their positions in the sorted list.
+Unreadable, corrupt or unsupported image files (a float32 or signed-integer TIFF, say: they decode,
+but fastcell takes 8- and 16-bit unsigned images only) are logged, recorded in ``source.failed`` as
+``(path, reason)`` and skipped when read — a folder with one bad file still runs to the end, and a
+rerun does not stop on it either. Their index is not reused, so the indices of the other files stay
+their positions in the sorted list.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import glob as globlib
 import logging
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +28,10 @@ from typing import Any, Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
+from fastcell.preprocess import check_frame
+
 __all__ = ["Source", "ImageFiles", "VideoCapture", "Frames", "Callback", "Pushed", "open_source", "read_image",
-           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+           "array_frames", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
 log = logging.getLogger("fastcell")
 
@@ -52,22 +57,18 @@ class Source:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release the device/files. May be called from another thread while iterating."""
+        """Stop the iteration and release the device/files.
+
+        May be called from any thread, also while another thread is blocked reading, and must
+        return at once: a source whose device is not thread-safe only raises a flag here and lets
+        the reading thread release it (see :class:`VideoCapture`).
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, live={self.live})"
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as stored: 8/16-bit, gray/BGR/BGRA (``cv2.IMREAD_UNCHANGED``).
-
-    Raises
-    ------
-    ValueError
-        When the file is empty or cannot be decoded.
-    OSError
-        When it cannot be read.
-    """
+def _decode(path: str | Path) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode: works with any path encoding
     if data.size == 0:
         raise ValueError("empty file")
@@ -77,8 +78,40 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
+def read_image(path: str | Path, *, check: bool = True) -> np.ndarray:
+    """Read an image file as stored: 8/16-bit, gray/BGR/BGRA (``cv2.IMREAD_UNCHANGED``).
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    check : bool
+        Also check that the decoded image is one fastcell can annotate
+        (:func:`fastcell.preprocess.check_frame`: uint8/uint16, gray, BGR or BGRA); an
+        ``(H, W, 1)`` image comes back as ``(H, W)``. Off: whatever OpenCV decodes.
+
+    Raises
+    ------
+    ValueError
+        When the file is empty, cannot be decoded or (``check``) decodes to an unsupported image,
+        e.g. a float32 TIFF.
+    OSError
+        When it cannot be read.
+    """
+    image = _decode(path)
+    if not check:
+        return image
+    try:
+        return check_frame(image)
+    except ValueError as err:  # decodable, but not an image the network can take
+        raise ValueError(f"unsupported image: {err}") from None
+
+
 class ImageFiles(Source):
     """A list of image files, read in order, decoded ahead by a small thread pool.
+
+    Each file is decoded and checked (:func:`read_image`) in the pool, so a corrupt or unsupported
+    file is recorded in ``failed`` and skipped before it reaches the stream.
 
     Parameters
     ----------
@@ -105,7 +138,7 @@ class ImageFiles(Source):
 
     def _read(self, path: str) -> tuple[np.ndarray | None, str]:
         try:
-            return read_image(path), ""
+            return read_image(path, check=True), ""
         except (OSError, ValueError, cv2.error) as err:
             return None, str(err) or type(err).__name__
 
@@ -148,10 +181,23 @@ class VideoCapture(Source):
     reconnect : int
         Live sources only: how many times to reopen after the stream ends or errors before giving
         up (0: end at once). Between attempts wait ``reconnect_delay`` seconds.
+    open_timeout, read_timeout : float
+        Seconds OpenCV may take to open the target / to read one frame, where its backend supports
+        these limits (FFmpeg: files and network streams); a frozen stream then fails the read
+        instead of blocking it. Other backends (e.g. V4L2 cameras) open without them.
+
+    Notes
+    -----
+    ``cv::VideoCapture`` is not thread-safe, so the capture is only ever used by the thread that
+    iterates this source: :meth:`close` (which may come from any thread) only raises a flag, and
+    the reading thread releases the device when its current ``read()`` returns. A read that never
+    returns keeps the device until it does; the stream does not wait for it (see
+    :func:`fastcell.stream`'s stall handling).
     """
 
     def __init__(self, target: int | str, *, live: bool | None = None, reconnect: int = 0,
-                 reconnect_delay: float = 1.0, api: int = cv2.CAP_ANY) -> None:
+                 reconnect_delay: float = 1.0, api: int = cv2.CAP_ANY, open_timeout: float = 10.0,
+                 read_timeout: float = 10.0) -> None:
         super().__init__()
         self.target = target
         self.name = f"camera:{target}" if isinstance(target, int) else str(target)
@@ -159,20 +205,31 @@ class VideoCapture(Source):
         self.reconnect = int(reconnect)
         self.reconnect_delay = float(reconnect_delay)
         self.api = api
+        self.open_timeout = float(open_timeout)
+        self.read_timeout = float(read_timeout)
         self._cap: Any = None
-        self._closed = False
+        self._closed = threading.Event()
+        self._lock = threading.Lock()  # guards _reading/_cap hand-over between close() and the reader
+        self._reading = False
         self.fps = 0.0
         self.reconnects = 0
-        self._open()
+        self._cap = self._open()
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
 
-    def _open(self) -> None:
-        cap = cv2.VideoCapture(self.target, self.api)
-        if not cap.isOpened():
+    def _timeouts(self) -> list[int]:
+        return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, round(self.open_timeout * 1000)),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, round(self.read_timeout * 1000))]
+
+    def _open(self) -> Any:
+        # Backends refuse to open with parameters they do not know (OpenCV checks for unused
+        # ones), so try with the timeouts first, then without.
+        for params in (self._timeouts(), []):
+            cap = cv2.VideoCapture(self.target, self.api, params)
+            if cap.isOpened():
+                return cap
             cap.release()
-            raise OSError(f"cannot open {self.name} with OpenCV (no such camera/file, unsupported "
-                          "codec, or the stream is unreachable)")
-        self._cap = cap
-        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        raise OSError(f"cannot open {self.name} with OpenCV (no such camera/file, unsupported "
+                      "codec, or the stream is unreachable)")
 
     def __len__(self) -> int:
         if self.live or self._cap is None:
@@ -180,9 +237,23 @@ class VideoCapture(Source):
         return max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)))
 
     def __iter__(self) -> Iterator[Item]:
+        with self._lock:
+            if self._closed.is_set() or self._reading:
+                return
+            self._reading = True
+        try:
+            yield from self._frames()
+        finally:  # released here, by the reading thread, never under a running read()
+            with self._lock:
+                self._reading = False
+                cap, self._cap = self._cap, None
+            if cap is not None:
+                cap.release()
+
+    def _frames(self) -> Iterator[Item]:
         index = 0
         failures = 0
-        while not self._closed:
+        while not self._closed.is_set():
             cap = self._cap
             ok, frame = cap.read() if cap is not None else (False, None)
             if ok and frame is not None:
@@ -190,34 +261,45 @@ class VideoCapture(Source):
                 yield frame, self.name, index, time.monotonic()
                 index += 1
                 continue
-            if self._closed or not self.live or failures >= self.reconnect:
+            if self._closed.is_set() or not self.live or failures >= self.reconnect:
                 return
             failures += 1
             self.reconnects += 1
             log.warning("fastcell: %s stopped delivering frames; reconnect %d/%d in %.1f s",
                         self.name, failures, self.reconnect, self.reconnect_delay)
-            time.sleep(self.reconnect_delay)
+            if self._closed.wait(self.reconnect_delay):
+                return
+            self._cap = None
+            if cap is not None:
+                cap.release()
             try:
-                if cap is not None:
-                    cap.release()
-                self._open()
+                self._cap = self._open()
             except OSError as err:
                 log.warning("fastcell: %s", err)
-                self._cap = None
 
     def close(self) -> None:
-        self._closed = True
-        cap, self._cap = self._cap, None
+        """Stop reading (any thread). The device is released by the reading thread, or here when
+        no thread is reading."""
+        with self._lock:
+            self._closed.set()
+            if self._reading:
+                return
+            cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()
 
 
 class Frames(Source):
-    """Any iterable of numpy frames (a list, a generator, an (N, H, W[, C]) array)."""
+    """Any iterable of numpy frames: a list, a generator, or a stack of frames in one array.
+
+    An array is split into frames by :func:`array_frames`: ``(N, H, W, C)`` and ``(N, H, W)``
+    (when ``W`` is not 1, 3 or 4) are stacks; ``(H, W)`` and ``(H, W, C)`` with ``C`` in
+    {1, 3, 4} are one frame.
+    """
 
     def __init__(self, frames: Iterable[np.ndarray], name: str = "frames", live: bool = False) -> None:
         super().__init__()
-        self.frames = frames
+        self.frames = array_frames(frames) if isinstance(frames, np.ndarray) else frames
         self.name = name
         self.live = live
         self._closed = False
@@ -270,6 +352,32 @@ class Callback(Source):
         self._closed = True
 
 
+def array_frames(array: np.ndarray) -> list[np.ndarray]:
+    """Split an array into frames by its shape (views, no copy).
+
+    The rule, as :func:`open_source` documents it:
+
+    * ``ndim == 2`` — ``(H, W)``: one gray frame;
+    * ``ndim == 3`` and the last axis is 1, 3 or 4 — ``(H, W, C)``: one gray/BGR/BGRA frame;
+    * ``ndim == 3`` otherwise — ``(N, H, W)``: a stack of ``N`` gray frames;
+    * ``ndim == 4`` — ``(N, H, W, C)``: a stack of ``N`` frames.
+
+    A gray stack whose frames are 1, 3 or 4 pixels wide is therefore read as one frame; pass
+    ``list(stack)`` to say otherwise.
+
+    Raises
+    ------
+    ValueError
+        For arrays of other dimensions.
+    """
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4)):
+        return [array]
+    if array.ndim in (3, 4):
+        return list(array)
+    raise ValueError(f"an array source must be (H, W), (H, W, C) with C in 1/3/4, a gray stack (N, H, W) "
+                     f"or a stack (N, H, W, C); got shape {array.shape}")
+
+
 def _is_url(text: str) -> bool:
     return text.lower().startswith(URL_SCHEMES)
 
@@ -289,7 +397,10 @@ def open_source(source: Any, *, live: bool | None = None, reconnect: int = 0, wo
         * a folder: its image files, sorted by name (other files ignored);
         * a pattern with ``*``, ``?`` or ``[``: the matching image files, sorted;
         * a video file (by extension) or a single image file;
-        * a list/tuple of paths; an (N, H, W[, C]) array or any iterable of frames; a single frame;
+        * a list/tuple of paths; any iterable of frames;
+        * an array: ``(N, H, W, C)`` is a stack of frames, ``(N, H, W)`` a stack of gray frames
+          unless its last axis is 1, 3 or 4 — then, like ``(H, W, C)`` and ``(H, W)``, it is one
+          frame (see :func:`array_frames`);
         * a callable returning frames (``None`` ends it; live by default).
     live : bool, optional
         Override whether the source is live (may drop frames when behind).
@@ -304,6 +415,8 @@ def open_source(source: Any, *, live: bool | None = None, reconnect: int = 0, wo
         For a path or pattern that names nothing readable.
     TypeError
         For an object that is none of the above.
+    ValueError
+        For an array of a shape that is neither a frame nor a stack of frames.
     """
     if isinstance(source, Source):
         if live is not None:
@@ -316,8 +429,7 @@ def open_source(source: Any, *, live: bool | None = None, reconnect: int = 0, wo
     if isinstance(source, (str, os.PathLike)):
         return _open_path(os.fspath(source), live, reconnect, workers)
     if isinstance(source, np.ndarray):
-        frames = list(source) if source.ndim == 4 else [source]
-        return Frames(frames, "array", live=bool(live))
+        return Frames(array_frames(source), "array", live=bool(live))
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
         return ImageFiles([os.fspath(s) for s in source], "paths", workers)
     if callable(source) and not hasattr(source, "__iter__"):
@@ -356,46 +468,79 @@ class Pushed(Source):
 
     ``push(frame)`` never blocks the acquisition thread: when ``maxsize`` frames are waiting, the
     oldest is discarded and counted in ``discarded`` (a live camera does not wait). ``end()`` ends
-    the source after the frames already pushed.
+    the source after the frames already pushed; it is the only end — :func:`fastcell.stream` puts
+    no stall timeout on a pushed source unless asked to, as acquisition may pause for as long as
+    it likes. Once the stream is closed (:meth:`close`), ``push`` discards frames (counted in
+    ``discarded``) instead of raising, so a camera callback outliving the analysis does not fail
+    on the SDK's thread; ``push`` after ``end()`` is a programming error and raises.
+
+    Parameters
+    ----------
+    name : str
+        What to call the source in Results.
+    maxsize : int
+        Frames waiting at most.
+    copy : bool
+        Copy each pushed frame (default). Camera SDKs usually hand the callback a buffer that they
+        reuse for a later frame; a frame queued without a copy would then be overwritten before
+        it is analysed. Pass False only when every pushed array is yours to give away.
     """
 
     live = True
 
-    def __init__(self, name: str = "pushed", maxsize: int = 8) -> None:
+    def __init__(self, name: str = "pushed", maxsize: int = 8, *, copy: bool = True) -> None:
         super().__init__()
         import queue
 
         self.name = name
+        self.copy = bool(copy)
         self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, int(maxsize)))
         self._empty = queue.Empty
         self._full = queue.Full
+        self._lock = threading.Lock()  # several acquisition threads may push
         self._ended = False
+        self._closed = False
         self._index = 0
         self.discarded = 0
 
-    def push(self, frame: np.ndarray) -> None:
-        """Hand one frame to the stream (thread-safe, non-blocking)."""
+    def push(self, frame: np.ndarray, *, copy: bool | None = None) -> None:
+        """Hand one frame to the stream (thread-safe, non-blocking).
+
+        Parameters
+        ----------
+        frame : ndarray
+            The frame (uint8/uint16, gray/BGR/BGRA).
+        copy : bool, optional
+            Override the source's ``copy`` setting for this frame.
+        """
         if self._ended:
             raise RuntimeError(f"source {self.name!r} has ended; push() after end()")
-        item = (frame, self.name, self._index, time.monotonic())
-        self._index += 1
-        while True:
-            try:
-                self._queue.put_nowait(item)
-                return
-            except self._full:
+        if self._closed:  # the stream stopped: nobody will read this frame
+            with self._lock:
+                self.discarded += 1
+            return
+        if self.copy if copy is None else copy:
+            frame = np.array(frame, copy=True)  # the SDK may refill its buffer as soon as we return
+        with self._lock:
+            item = (frame, self.name, self._index, time.monotonic())
+            self._index += 1
+            while True:
                 try:
-                    self._queue.get_nowait()
-                    self.discarded += 1
-                except self._empty:
-                    pass
+                    self._queue.put_nowait(item)
+                    return
+                except self._full:
+                    try:
+                        self._queue.get_nowait()
+                        self.discarded += 1
+                    except self._empty:
+                        pass
 
     def end(self) -> None:
         """No more frames: the stream finishes the pushed ones and stops."""
         self._ended = True
 
     def __iter__(self) -> Iterator[Item]:
-        while True:
+        while not self._closed:
             try:
                 yield self._queue.get(timeout=0.05)
             except self._empty:
@@ -403,4 +548,5 @@ class Pushed(Source):
                     return
 
     def close(self) -> None:
-        self._ended = True
+        """Stop at once, leaving frames still waiting unread (any thread)."""
+        self._closed = True
