@@ -67,3 +67,12 @@ def segment_cells(
     disc: str = "circle",
     fill: Sequence[int] = (0, 0, 0),
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]: ...
+def segment_cells_batch(
+    images: Sequence[npt.NDArray[np.uint8]],
+    boxes: Sequence[npt.NDArray[np.float32]],
+    scores: Sequence[npt.NDArray[np.float32]],
+    hsv_low: Sequence[int] | Sequence[Sequence[int] | None] | None = None,
+    hsv_high: Sequence[int] | Sequence[Sequence[int] | None] | None = None,
+    disc: str = "circle",
+    fill: Sequence[int] = (0, 0, 0),
+) -> list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]]: ...

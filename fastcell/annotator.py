@@ -12,6 +12,7 @@ Three stages, each usable on its own (the streaming pipeline runs them in separa
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -52,8 +53,10 @@ class Annotator:
 
     Notes
     -----
-    One Annotator is not meant to be called from several threads at once (its input buffer is
-    shared); make one per thread, or use :func:`fastcell.stream`.
+    One Annotator is not meant to be called from several threads at once: its input buffer is
+    reused by every call. For another thread, take :meth:`with_options` — a sibling on the same
+    backend (backends serialise or isolate their own calls) with buffers of its own.
+    :func:`fastcell.stream` does so itself, so a stream and direct calls may share an Annotator.
     """
 
     def __init__(self, backend: Backend, spec: ModelSpec | None = None, *, segment: bool = True,
@@ -62,8 +65,37 @@ class Annotator:
         self.spec = apply_overrides(spec, overrides)
         self.backend = backend
         self.max_batch = max(1, int(max_batch))
+        self.segment = bool(segment)
+        self.keep_image = bool(keep_image)
         self._pre = Preprocessor(self.spec.input_size, self.spec.pad_value, self.max_batch)
-        self._post = Postprocessor(self.spec, segment=segment, keep_image=keep_image)
+        self._post = Postprocessor(self.spec, segment=self.segment, keep_image=self.keep_image)
+
+    def with_options(self, *, segment: bool | None = None, keep_image: bool | None = None,
+                     max_batch: int | None = None, **overrides: Any) -> "Annotator":
+        """A sibling Annotator on the same backend, with its own buffers and optionally other settings.
+
+        Parameters
+        ----------
+        segment, keep_image, max_batch : optional
+            As in the constructor; ``None`` keeps this Annotator's.
+        **overrides
+            Post-processing settings replacing this Annotator's (its own overrides are kept).
+
+        Returns
+        -------
+        Annotator
+            Safe to use from another thread while this one runs: only the backend is shared.
+            A shallow copy, so a subclass (or a patched method) stays what it was. Closing either
+            closes the shared backend.
+        """
+        twin = copy.copy(self)
+        twin.spec = apply_overrides(self.spec, overrides) if overrides else self.spec
+        twin.segment = self.segment if segment is None else bool(segment)
+        twin.keep_image = self.keep_image if keep_image is None else bool(keep_image)
+        twin.max_batch = self.max_batch if max_batch is None else max(1, int(max_batch))
+        twin._pre = Preprocessor(twin.spec.input_size, twin.spec.pad_value, twin.max_batch)
+        twin._post = Postprocessor(twin.spec, segment=twin.segment, keep_image=twin.keep_image)
+        return twin
 
     @classmethod
     def from_model(cls, model: str | Path = "default", device: str = "auto", precision: str | None = None,

@@ -1,9 +1,10 @@
 """Head outputs → :class:`~fastcell.results.Result` objects.
 
 One C++ call decodes, filters, NMS-es and GBCIOU-merges the whole batch (``fastcell.ops.postprocess``);
-then each frame's boxes become circle/HSV masks on an 8-bit BGR view of the frame
-(``fastcell.ops.segment_cells``). Every threshold comes from the model's :class:`~fastcell.spec.ModelSpec`
-unless overridden.
+a second turns every frame's boxes into circle/HSV masks on an 8-bit BGR view of the frame
+(``fastcell.ops.segment_cells_batch``). Frames that were grayscale get only the V bounds of the HSV
+range (:meth:`fastcell.spec.Segmentation.bounds`). Every threshold comes from the model's
+:class:`~fastcell.spec.ModelSpec` unless overridden.
 """
 
 from __future__ import annotations
@@ -38,14 +39,24 @@ OVERRIDABLE: dict[str, tuple[str, str]] = {
 def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
     """A copy of ``spec`` with thresholds/segmentation fields replaced by ``overrides``.
 
+    ``hsv_low`` and ``hsv_high`` are one range: they are overridden together (both ranges, or both
+    None for no HSV refinement), never one alone.
+
     Raises
     ------
     TypeError
         For a name that is not in :data:`OVERRIDABLE`.
+    ValueError
+        For only one of ``hsv_low``/``hsv_high``, a bad value (see :class:`~fastcell.spec.Segmentation`),
+        an unknown ``merge`` or a ``max_detections`` below 1.
     """
     unknown = set(overrides) - set(OVERRIDABLE)
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)}; expected some of {sorted(OVERRIDABLE)}")
+    if ("hsv_low" in overrides) != ("hsv_high" in overrides):
+        given = "hsv_low" if "hsv_low" in overrides else "hsv_high"
+        raise ValueError(f"hsv_low and hsv_high must be overridden together (both ranges, or both None for no "
+                         f"HSV refinement); got only {given}={overrides[given]!r}")
     sections: dict[str, dict[str, Any]] = {"thresholds": {}, "segmentation": {}}
     for key, value in overrides.items():
         section, name = OVERRIDABLE[key]
@@ -55,6 +66,9 @@ def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
     merge = sections["thresholds"].get("merge", spec.thresholds.merge)
     if merge not in ("multi", "single", "none"):
         raise ValueError(f"merge must be 'multi', 'single' or 'none', got {merge!r}")
+    cap = sections["thresholds"].get("max_detections", spec.thresholds.max_detections)
+    if cap is not None and not int(cap) >= 1:
+        raise ValueError(f"max_detections must be >= 1 or None (no limit), got {cap!r}")
     return spec.replace(
         thresholds=dataclasses.replace(spec.thresholds, **sections["thresholds"]),
         segmentation=dataclasses.replace(spec.segmentation, **sections["segmentation"]),
@@ -89,10 +103,11 @@ class Postprocessor:
             gbciou=float(t.gbciou),
             merge_iou=float(t.merge_iou),
             class_agnostic=bool(t.class_agnostic_nms),
-            max_detections=int(t.max_detections),
+            max_detections=None if t.max_detections is None else int(t.max_detections),
         )
         s = spec.segmentation
-        self._segment_args = dict(hsv_low=s.hsv_low, hsv_high=s.hsv_high, disc=s.disc, fill=s.fill)
+        self._bounds = {gray: s.bounds(gray) for gray in (False, True)}
+        self._segment_args = dict(disc=s.disc, fill=s.fill)
 
     def __call__(self, heads: Sequence[np.ndarray], params: np.ndarray, frames: Sequence[np.ndarray],
                  meta: Sequence[dict[str, Any]] | None = None) -> list[Result]:
@@ -112,11 +127,15 @@ class Postprocessor:
         from fastcell import ops
 
         detections = ops.postprocess(list(heads), params, **self._decode_args)
+        masks: list[tuple[np.ndarray | None, np.ndarray | None]] = [(None, None)] * len(detections)
+        if self.segment:
+            # checked frames are 2-D when they were grayscale ((H, W, 1) included)
+            bounds = [self._bounds[frame.ndim == 2] for frame in frames]
+            masks = ops.segment_cells_batch(
+                [to_bgr8(frame) for frame in frames], [d[0] for d in detections], [d[1] for d in detections],
+                [b[0] for b in bounds], [b[1] for b in bounds], **self._segment_args)
         results = []
-        for i, (frame, (boxes, scores, class_ids)) in enumerate(zip(frames, detections)):
-            labels = segmented = None
-            if self.segment:
-                labels, segmented = ops.segment_cells(to_bgr8(frame), boxes, scores, **self._segment_args)
+        for i, (frame, (boxes, scores, class_ids), (labels, segmented)) in enumerate(zip(frames, detections, masks)):
             info = meta[i] if meta is not None else {}
             results.append(Result(
                 boxes=boxes, scores=scores, class_ids=class_ids, classes=self.spec.classes,

@@ -30,7 +30,7 @@ def check_frame(frame: object) -> np.ndarray:
         raise ValueError(f"a frame must be a numpy array {_EXPECTED}; got {type(frame).__name__}")
     if frame.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"a frame must be {_EXPECTED}; got dtype {frame.dtype} (shape {frame.shape}); "
-                         "scale float images to uint8 first")
+                         "convert it first (float: scale to 0-255, cast to uint8; signed: clip to uint8/uint16)")
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[:, :, 0]
     if not (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (3, 4))):

@@ -47,7 +47,7 @@ class Thresholds:
     merge_iou : in ``multi`` mode a box is merged only into a box it overlaps with IoU ``> merge_iou``.
     merge : ``"multi"`` (many cells per frame, never loses separate cells), ``"single"`` (the paper's
         one-cell-per-frame setting: all predictions fold into one box) or ``"none"``.
-    max_detections : at most this many boxes per image, highest scores first.
+    max_detections : at most this many boxes per image (>= 1), highest scores first; None: no limit.
     """
 
     score: float = 0.25
@@ -56,7 +56,7 @@ class Thresholds:
     merge_iou: float = 0.5
     merge: str = "multi"
     class_agnostic_nms: bool = False
-    max_detections: int = 300
+    max_detections: int | None = 300
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,15 @@ class Segmentation:
 
     disc : ``"circle"`` (radius min(w, h)/2 at the box centre) or ``"ellipse"`` (inscribed ellipse).
     hsv_low, hsv_high : inclusive in-range bounds; ``hsv_low[0] > hsv_high[0]`` wraps hue through 0.
-        ``None`` means no HSV refinement (the disc alone).
+        Both ``None`` means no HSV refinement (the disc alone); one without the other is refused.
+        Frames that were grayscale get only the V bounds (see :meth:`bounds`).
     fill : BGR colour of the pixels outside every mask in the segmented image.
+
+    Raises
+    ------
+    ValueError
+        On construction: only one of ``hsv_low``/``hsv_high``, a bound that is not 3 integers within
+        H 0–180, S and V 0–255, or an unknown ``disc``.
     """
 
     # Defaults chosen by measurement on wbc-seg with expert boxes (benchmarks/eval_segmentation.py):
@@ -76,6 +83,40 @@ class Segmentation:
     hsv_low: tuple[int, int, int] | None = (0, 10, 0)
     hsv_high: tuple[int, int, int] | None = (179, 255, 255)
     fill: tuple[int, int, int] = (0, 0, 0)
+
+    def __post_init__(self) -> None:
+        # Checked here, so a bad JSON file or override fails when it is read, not at the first frame.
+        if (self.hsv_low is None) != (self.hsv_high is None):
+            raise ValueError("hsv_low and hsv_high must both be given or both be None, got "
+                             f"hsv_low={self.hsv_low!r}, hsv_high={self.hsv_high!r}")
+        for name in ("hsv_low", "hsv_high"):
+            bound = getattr(self, name)
+            if bound is not None and not (len(bound) == 3 and all(
+                    isinstance(v, (int, np.integer)) and 0 <= v <= top for v, top in zip(bound, (180, 255, 255)))):
+                raise ValueError(f"{name} must be 3 integers (H 0–180, S 0–255, V 0–255), got {bound!r}")
+        if self.disc not in ("circle", "ellipse"):
+            raise ValueError(f"disc must be 'circle' or 'ellipse', got {self.disc!r}")
+
+    def bounds(self, gray: bool = False) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
+        """The HSV bounds to apply to a frame: for a frame that was grayscale, the V bounds only.
+
+        A gray pixel seen as BGR has H = 0 and S = 0, so hue and saturation bounds say nothing about
+        it (the default S >= 10 would reject every pixel); its V is its grey level.
+
+        Parameters
+        ----------
+        gray : bool, default False
+            Whether the frame was grayscale (a 2-D or 1-channel array) before it became BGR.
+
+        Returns
+        -------
+        hsv_low, hsv_high : tuple of 3 int, or None
+            ``(self.hsv_low, self.hsv_high)`` for colour frames; ``((0, 0, low_v), (180, 255, high_v))``
+            for gray ones; ``(None, None)`` when there is no HSV refinement.
+        """
+        if not gray or self.hsv_low is None or self.hsv_high is None:
+            return self.hsv_low, self.hsv_high
+        return (0, 0, self.hsv_low[2]), (180, 255, self.hsv_high[2])
 
 
 @dataclass(frozen=True)

@@ -128,3 +128,40 @@ def test_inference_path_never_imports_torch(random_model_dir, frame, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_with_options_keeps_settings_and_changes_only_those_named(annotator, frame):
+    strict = Annotator(annotator.backend, annotator.spec, segment=False, score_threshold=0.3)
+    twin = strict.with_options()
+    assert twin.backend is strict.backend and not twin.segment and twin.spec.thresholds.score == 0.3
+    _same(twin(frame), strict(frame))
+    changed = strict.with_options(segment=True, nms_iou=0.3)
+    r = changed(frame)
+    assert r.labels is not None and changed.spec.thresholds.score == 0.3 and changed.spec.thresholds.nms_iou == 0.3
+    assert not strict.segment and strict.spec.thresholds.nms_iou == annotator.spec.thresholds.nms_iou
+    with pytest.raises(TypeError, match="unknown option"):
+        strict.with_options(score=0.5)
+
+
+def test_siblings_from_with_options_run_in_parallel_threads_correctly(annotator, bccd_images):
+    import threading
+
+    frames = [cv2.imread(str(p)) for p in bccd_images[:2]]
+    frames[1] = cv2.resize(frames[1], (320, 240))  # another size: another letterbox
+    expected = [annotator(f) for f in frames]
+    siblings = [annotator.with_options() for _ in frames]
+    got: list[list] = [[], []]
+
+    def work(i: int) -> None:
+        for _ in range(6):
+            got[i].append(siblings[i](frames[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for i in range(2):
+        assert len(got[i]) == 6
+        for r in got[i]:
+            _same(r, expected[i], atol=1e-4)

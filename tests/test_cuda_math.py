@@ -153,3 +153,37 @@ def test_decode_cell_equals_cpu(harness, seed: int, threshold: float) -> None:
     np.testing.assert_array_equal(boxes[:kept], cpu_boxes)
     np.testing.assert_array_equal(scores[:kept], cpu_scores)
     np.testing.assert_array_equal(class_ids[:kept], cpu_classes)
+
+
+# --- the CUDA bindings check their arguments before looking for a device ------------------------------
+def _cuda_core():
+    from fastcell._core_loader import core
+
+    if not core.has_cuda():
+        pytest.skip("this build has no CUDA kernels (no CUDA toolkit when it was compiled)")
+    return core
+
+
+_NO_BOXES = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c: c.cuda_letterbox_batch(np.zeros((0, 4, 4, 3), np.uint8)), r"frames must be \(N>=1, H>=1"),
+    (lambda c: c.cuda_letterbox_batch(np.zeros((1, 4, 4, 3), np.uint8), size=0), r"size must be in \[1, 16384\]"),
+    (lambda c: c.cuda_letterbox_batch(np.zeros((1, 4, 4, 3), np.uint8), pad_value=300), "pad_value must be"),
+    (lambda c: c.cuda_letterbox_batch_device(0, -1, 4, 4, 3, 12, 48, 416, 114.0, 0, 0), "count must be"),
+    (lambda c: c.cuda_decode([], [], [], 3, 0.25), "heads must hold at least one head output"),
+    (lambda c: c.cuda_nms(np.zeros((2, 3), np.float32), np.zeros(2, np.float32), 0.5), r"boxes must be \(N, 4\)"),
+    (lambda c: c.cuda_nms(np.full((1, 4), np.nan, np.float32), np.zeros(1, np.float32), 0.5), "NaN or infinity"),
+    (lambda c: c.cuda_segment_cells(np.zeros((4, 4, 3), np.uint8), *_NO_BOXES, (0, 0, 0), (999, 0, 0)),
+     r"hsv_high\[0\] must be in \[0, 180\], got 999"),
+    (lambda c: c.cuda_segment_cells(np.zeros((4, 4, 3), np.uint8), *_NO_BOXES, fill=(0, 0, 300)), r"fill\[2\]"),
+])
+def test_cuda_bindings_refuse_bad_arguments_with_or_without_a_gpu(call, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(_cuda_core())
+
+
+def test_cuda_letterbox_of_no_frames_needs_no_device() -> None:
+    params = _cuda_core().cuda_letterbox_batch_device(0, 0, 4, 4, 3, 12, 48, 416, 114.0, 0, 0)
+    assert params.shape == (0, 5) and params.dtype == np.float32

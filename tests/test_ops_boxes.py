@@ -334,6 +334,22 @@ def test_bad_input_raises_useful_errors(call, error, message):
         call()
 
 
+def test_empty_lists_mean_no_boxes():
+    # [] arrives as a (0,) float64 array; like segment_cells, the box kernels read it as no boxes.
+    assert ops.box_iou([], BOXES).shape == (0, 2) and ops.box_iou(BOXES, []).shape == (2, 0)
+    for class_ids in (None, [], np.zeros(0, np.int32)):
+        kept = ops.nms([], [], 0.5, class_ids)
+        assert kept.shape == (0,) and kept.dtype == np.int64
+        boxes, scores, ids = ops.gbciou_merge([], [], class_ids, mode="single")
+        assert boxes.shape == (0, 4) and scores.shape == (0,) and ids.shape == (0,) and ids.dtype == np.int32
+    with pytest.raises(ValueError, match=r"scores must be \(0,\) float32"):
+        ops.nms([], [0.5], 0.5)
+    with pytest.raises(ValueError, match=r"boxes must be \(N, 4\) float32, got \(4,\) float32"):
+        ops.nms(np.zeros(4, np.float32), [0.5], 0.5)  # a lone box without its row axis is still refused
+    with pytest.raises(TypeError, match="class_ids must be"):
+        ops.nms(BOXES, SCORES, 0.5, [0.0, 1.0])  # the empty-list allowance is for empty lists only
+
+
 # --- layouts, inputs untouched, threads ------------------------------------------------------------------
 def test_views_and_layouts_give_the_same_answer():
     rng = np.random.default_rng(11)

@@ -478,3 +478,74 @@ def test_many_threads_give_the_same_answer():
     for i in range(8):
         np.testing.assert_array_equal(results[i][0], serial[i][0])
         np.testing.assert_array_equal(results[i][1], serial[i][1])
+
+
+# --- segment_cells_batch --------------------------------------------------------------------------
+SAMPLES = Path(__file__).resolve().parent / "data" / "bccd"
+
+
+def sample_frames() -> list[tuple[np.ndarray, np.ndarray]]:
+    """The repo's BCCD samples with their VOC boxes, made into frames of four different sizes."""
+    frames = []
+    for k, path in enumerate(sorted(SAMPLES.glob("*.jpg"))):
+        image = cv2.imread(str(path))
+        rows = [[float(o.find("bndbox").find(c).text) for c in ("xmin", "ymin", "xmax", "ymax")]
+                for o in ET.parse(path.with_suffix(".xml")).getroot().iter("object")]
+        boxes = np.array(rows, np.float32).reshape(-1, 4)
+        if k == 1:  # a crop: boxes shift, some leave the frame
+            image, boxes = image[50:383, 70:587], boxes - [70, 50, 70, 50]
+        elif k == 2:  # half size
+            image, boxes = cv2.resize(image, (320, 240)), boxes / 2
+        elif k == 3:  # portrait
+            image, boxes = np.ascontiguousarray(image.transpose(1, 0, 2)), boxes[:, [1, 0, 3, 2]]
+        frames.append((image, boxes))
+    return frames
+
+
+@pytest.mark.parametrize("hsv", [(None, None), BCCD_HSV, ((0, 10, 0), (179, 255, 255))])
+@pytest.mark.parametrize("disc", ["circle", "ellipse"])
+def test_segment_batch_equals_per_frame_calls_on_bccd(hsv, disc):
+    frames = sample_frames()
+    assert len(frames) == 4 and len({f[0].shape for f in frames}) == 4
+    rng = np.random.default_rng(20)
+    scores = [rng.random(len(boxes)).astype(np.float32) for _, boxes in frames]
+    got = ops.segment_cells_batch([f[0] for f in frames], [f[1] for f in frames], scores, *hsv, disc, fill=(5, 6, 7))
+    assert len(got) == 4
+    for (image, boxes), s, (labels, segmented) in zip(frames, scores, got):
+        want = ops.segment_cells(image, boxes, s, *hsv, disc=disc, fill=(5, 6, 7))
+        assert labels.any()
+        np.testing.assert_array_equal(labels, want[0])
+        np.testing.assert_array_equal(segmented, want[1])
+
+
+def test_segment_batch_per_frame_ranges_empty_frames_and_batches():
+    frames = sample_frames()[:3]
+    images, boxes = [f[0] for f in frames], [f[1] for f in frames]
+    scores = [np.ones(len(b), np.float32) for b in boxes]
+    low, high = [BCCD_HSV[0], None, (150, 20, 0)], [BCCD_HSV[1], None, (20, 255, 255)]
+    got = ops.segment_cells_batch(images, boxes, scores, low, high, "ellipse")
+    for i, (labels, _) in enumerate(got):
+        want = ops.segment_cells(images[i], boxes[i], scores[i], low[i], high[i], "ellipse")[0]
+        np.testing.assert_array_equal(labels, want)
+    (labels, segmented), = ops.segment_cells_batch(images[:1], [[]], [[]], *BCCD_HSV)  # a frame without cells
+    assert labels.shape == images[0].shape[:2] and not labels.any() and not segmented.any()
+    assert ops.segment_cells_batch([], [], []) == []
+    assert ops.segment_cells_batch([], [], [], [], []) == []  # per-frame bounds of an empty batch
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (dict(boxes=[np.zeros((0, 4), np.float32)]), ValueError, "one entry per frame, got 2, 1 and 2"),
+    (dict(images=[np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)]), ValueError, r"images\[1\] must be \(H, W, 3\)"),
+    (dict(boxes=[np.zeros((0, 4)), np.zeros((1, 3))]), ValueError, r"boxes\[1\] must be \(K, 4\)"),
+    (dict(scores=[[], [1.0]]), ValueError, r"scores\[1\] must be \(K,\) float32 with K = 0"),
+    (dict(hsv_low=(0, 0, 0)), ValueError, "hsv_low and hsv_high must both be given"),
+    (dict(hsv_low=[(0, 0, 0), None], hsv_high=[(9, 9, 9), (9, 9, 9)]), ValueError, r"hsv_low\[1\] and hsv_high\[1\]"),
+    (dict(hsv_low=[(0, 0, 0)], hsv_high=(9, 9, 9)), ValueError, r"hsv_low per frame must have one entry per frame \(2\), got 1"),
+    (dict(hsv_low=[(0, 0, 0), (0, 0, 300)], hsv_high=(9, 9, 9)), ValueError, r"hsv_low\[1\] must be 3 integers"),
+    (dict(disc="square"), ValueError, "disc must be 'circle' or 'ellipse'"),
+])
+def test_segment_batch_bad_input(change, error, message):
+    args = dict(images=[np.zeros((8, 8, 3), np.uint8)] * 2, boxes=[np.zeros((0, 4), np.float32)] * 2, scores=[[], []])
+    args.update(change)
+    with pytest.raises(error, match=message):
+        ops.segment_cells_batch(**args)

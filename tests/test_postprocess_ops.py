@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fastcell import ops
+from fastcell._core_loader import core as _core
 from fastcell import reference as ref
 from fastcell.reference.boxes import encode_heads
 from fastcell.spec import HEAD_ANCHORS
@@ -223,6 +224,33 @@ def test_postprocess_bad_input(change, error, message):
     args.update(change)
     with pytest.raises(error, match=message):
         ops.postprocess(args.pop("heads"), args.pop("params"), **args)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ops.postprocess([], np.zeros((0, 5), np.float32), strides=[], anchors=[], num_classes=C),
+    lambda: _core.postprocess([], np.zeros((0, 5), np.float32), [], [], C),
+    lambda: ops.decode([], [], [], C, 0.25),
+    lambda: _core.decode([], [], [], C, 0.25),
+])
+def test_no_heads_is_a_value_error_not_a_crash(call):
+    # The batch size comes from heads[0]; an empty list must be refused before anything reads it.
+    with pytest.raises(ValueError, match="heads must hold at least one head output, got an empty list"):
+        call()
+
+
+def test_empty_batches_and_grids():
+    empty = [np.zeros((0, 3 * (C + 5), h, w), np.float32) for h, w in SHAPES]
+    assert ops.postprocess(empty, np.zeros((0, 5), np.float32), **KW) == []
+    assert ops.decode(empty, STRIDES, ANCHORS, C, 0.25) == []
+    no_cells = [np.zeros((1, 3 * (C + 5), 0, 0), np.float32)] * 2  # a 0×0 grid: nothing to decode
+    (boxes, scores, class_ids), = ops.postprocess(no_cells, letterbox_params(640, 480), **KW)
+    assert boxes.shape == (0, 4) and scores.shape == (0,) and class_ids.shape == (0,)
+    with pytest.raises(ValueError, match=r"params must be \(1, 5\) float32"):
+        ops.postprocess(random_heads(np.random.default_rng(0), batch=1), np.zeros((0, 5), np.float32), **KW)
+    with pytest.raises(ValueError, match=r"anchors\[0\] must be \(A, 2\)"):
+        ops.decode([np.zeros((1, 0, 13, 13), np.float32)], [32], [np.zeros((0, 2), np.float32)], C, 0.25)
+    with pytest.raises(TypeError, match=r"strides\[0\] must be a number, got None"):
+        ops.postprocess(empty, np.zeros((0, 5), np.float32), strides=[None, 16], anchors=ANCHORS, num_classes=C)
 
 
 def test_layouts_and_views_give_the_same_answer():

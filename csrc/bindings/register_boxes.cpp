@@ -51,9 +51,11 @@ void require(bool ok, const std::string& name, const std::string& expected, cons
 }
 
 // An (N, 4) array of boxes as C-contiguous float32 (a copy only when it is not one already).
+// An empty list (shape (0,)) means no boxes, as for segment_cells.
 FloatArray boxes_array(py::handle obj, const std::string& name) {
   const std::string expected = "(N, 4) float32";
   py::array a = real_array(obj, name, expected);
+  if (a.ndim() == 1 && a.shape(0) == 0) a = a.attr("reshape")(0, 4);
   require(a.ndim() == 2 && a.shape(1) == 4, name, expected, a);
   return FloatArray::ensure(a);
 }
@@ -67,7 +69,10 @@ FloatArray vector_array(py::handle obj, const std::string& name, py::ssize_t n) 
 
 std::vector<std::int32_t> class_ids_vector(py::handle obj, py::ssize_t n) {
   const std::string expected = "(" + std::to_string(n) + ",) int32 (one per box)";
-  py::array a = real_array(obj, "class_ids", expected, /*integers_only=*/true);
+  // An empty list arrives as float64 (0,): with no values there is nothing non-integer to refuse.
+  const py::array probe = py::array::ensure(obj);
+  const bool empty = probe && probe.size() == 0;
+  py::array a = real_array(obj, "class_ids", expected, /*integers_only=*/!empty);
   require(a.ndim() == 1 && a.shape(0) == n, "class_ids", expected, a);
   Int64Array wide = Int64Array::ensure(a);
   std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
@@ -119,6 +124,8 @@ Heads parse_heads(py::handle heads, py::handle strides, py::handle anchors) {
   const py::sequence hs = seq(heads, "heads", "a list of (N, 3·(C+5), H, W) float32 arrays");
   const py::sequence ss = seq(strides, "strides", "a list of numbers, one per head");
   const py::sequence as = seq(anchors, "anchors", "a list of (3, 2) float32 arrays, one per head");
+  // Refused here, before anything reads heads[0] (postprocess takes the batch size from it).
+  if (hs.size() == 0) throw py::value_error("heads must hold at least one head output, got an empty list");
   if (ss.size() != hs.size() || as.size() != hs.size())
     throw py::value_error("heads, strides and anchors must have one entry per head, got " + std::to_string(hs.size()) +
                           ", " + std::to_string(ss.size()) + " and " + std::to_string(as.size()));
@@ -137,7 +144,14 @@ Heads parse_heads(py::handle heads, py::handle strides, py::handle anchors) {
     v.channels = head.shape(1);
     v.height = head.shape(2);
     v.width = head.shape(3);
-    v.stride = static_cast<float>(py::cast<double>(ss[h]));
+    double stride = 0.0;
+    try {
+      stride = py::cast<double>(ss[h]);
+    } catch (const py::cast_error&) {
+      throw py::type_error("strides[" + std::to_string(h) + "] must be a number, got " +
+                           std::string(py::repr(ss[h])));
+    }
+    v.stride = static_cast<float>(stride);
     v.anchors = out.anchors.back().data();
     v.num_anchors = static_cast<int>(anc.shape(0));
     out.views.push_back(v);

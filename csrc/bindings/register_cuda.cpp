@@ -53,6 +53,21 @@ void expect(bool ok, const std::string& what, const py::array& a) {
   if (!ok) throw py::value_error(what + ", got shape " + shape_of(a));
 }
 
+// Arguments are validated before require_device(), so bad input gets the same ValueError with or
+// without a GPU (and the checks are testable on a machine without one).
+int checked_value(long long v, long long low, long long high, const std::string& name) {
+  if (v < low || v > high)
+    throw py::value_error(name + " must be in [" + std::to_string(low) + ", " + std::to_string(high) + "], got " +
+                          std::to_string(v));
+  return static_cast<int>(v);
+}
+
+double checked_pad(double pad_value) {
+  if (!(pad_value >= 0.0 && pad_value <= 255.0))
+    throw py::value_error("pad_value must be in [0, 255] (8-bit units), got " + std::to_string(pad_value));
+  return pad_value;
+}
+
 py::array_t<float> params_array(const std::vector<core::LetterboxParams>& params) {
   py::array_t<float> out({static_cast<py::ssize_t>(params.size()), py::ssize_t{5}});
   auto o = out.mutable_unchecked<2>();
@@ -66,10 +81,12 @@ py::array_t<float> params_array(const std::vector<core::LetterboxParams>& params
 
 // frames: (N, H, W, C) uint8, C-contiguous → ((N, 3, S, S) float32, (N, 5) float32).
 py::tuple letterbox_batch(const carray<std::uint8_t>& frames, int size, double pad_value) {
-  require_device();
   expect(frames.ndim() == 4 && (frames.shape(3) == 1 || frames.shape(3) == 3 || frames.shape(3) == 4) &&
-             frames.shape(0) >= 1,
-         "frames must be (N>=1, H, W, 1|3|4) uint8", frames);
+             frames.shape(0) >= 1 && frames.shape(1) >= 1 && frames.shape(2) >= 1,
+         "frames must be (N>=1, H>=1, W>=1, 1|3|4) uint8", frames);
+  checked_value(size, 1, 16384, "size");
+  checked_pad(pad_value);
+  require_device();
   const int n = static_cast<int>(frames.shape(0)), h = static_cast<int>(frames.shape(1)),
             w = static_cast<int>(frames.shape(2)), c = static_cast<int>(frames.shape(3));
   py::array_t<float> out({py::ssize_t{n}, py::ssize_t{3}, py::ssize_t{size}, py::ssize_t{size}});
@@ -96,7 +113,12 @@ py::tuple letterbox_batch(const carray<std::uint8_t>& frames, int size, double p
 py::array_t<float> letterbox_batch_device(std::uintptr_t frames, int count, int height, int width, int channels,
                                           std::int64_t row_stride, std::int64_t image_stride, int size,
                                           double pad_value, std::uintptr_t out, std::uintptr_t stream) {
-  std::vector<core::LetterboxParams> params(static_cast<std::size_t>(count > 0 ? count : 0));
+  checked_value(count, 0, INT32_MAX, "count");
+  checked_value(size, 1, 16384, "size");
+  checked_pad(pad_value);
+  if (count == 0) return params_array({});  // nothing to letterbox: no frame is read, no device needed
+  require_device();
+  std::vector<core::LetterboxParams> params(static_cast<std::size_t>(count));
   const core::ImageView<std::uint8_t> first{reinterpret_cast<const std::uint8_t*>(frames), height, width, channels,
                                             static_cast<std::ptrdiff_t>(row_stride)};
   {
@@ -121,7 +143,7 @@ py::tuple detections_tuple(const core::Detections& d) {
 
 py::list decode(const std::vector<carray<float>>& heads, const std::vector<float>& strides,
                 const std::vector<carray<float>>& anchors, int num_classes, double score_threshold) {
-  require_device();
+  if (heads.empty()) throw py::value_error("heads must hold at least one head output, got an empty list");
   if (heads.size() != strides.size() || heads.size() != anchors.size())
     throw py::value_error("heads, strides and anchors must have one entry per head");
   std::vector<core::HeadView> views(heads.size());
@@ -133,6 +155,7 @@ py::list decode(const std::vector<carray<float>>& heads, const std::vector<float
     views[k] = core::HeadView{nullptr, heads[k].shape(0), heads[k].shape(1), heads[k].shape(2), heads[k].shape(3),
                               strides[k], anchors[k].data(), static_cast<int>(anchors[k].shape(0))};
   }
+  require_device();
   std::vector<core::Detections> result;
   {
     py::gil_scoped_release release;
@@ -162,6 +185,7 @@ void upload_boxes(const carray<float>& boxes, const carray<float>& scores, const
   if (cls) expect(cls->ndim() == 1 && cls->shape(0) == boxes.shape(0), "class_ids must be (N,) int32", *cls);
   args.n = static_cast<std::size_t>(boxes.shape(0));
   core::check_finite_boxes(boxes.data(), scores.data(), args.n);
+  require_device();
   args.boxes.upload(boxes.data(), 4 * args.n, kStream);
   args.scores.upload(scores.data(), args.n, kStream);
   args.has_classes = cls.has_value();
@@ -170,7 +194,6 @@ void upload_boxes(const carray<float>& boxes, const carray<float>& scores, const
 
 py::array_t<std::int64_t> nms(const carray<float>& boxes, const carray<float>& scores, float iou_threshold,
                               const std::optional<carray<std::int32_t>>& class_ids) {
-  require_device();
   BoxArgs args;
   std::vector<std::int64_t> keep;
   upload_boxes(boxes, scores, class_ids, args);
@@ -187,7 +210,6 @@ py::array_t<std::int64_t> nms(const carray<float>& boxes, const carray<float>& s
 py::tuple gbciou_merge(const carray<float>& boxes, const carray<float>& scores,
                        const std::optional<carray<std::int32_t>>& class_ids, double threshold, const std::string& mode,
                        float merge_iou) {
-  require_device();
   core::MergeOptions options;
   if (mode == "multi") options.mode = core::MergeMode::multi;
   else if (mode == "single") options.mode = core::MergeMode::single;
@@ -209,7 +231,6 @@ py::tuple gbciou_merge(const carray<float>& boxes, const carray<float>& scores,
 py::tuple segment_cells(const carray<std::uint8_t>& image, const carray<float>& boxes, const carray<float>& scores,
                         const std::optional<std::array<int, 3>>& hsv_low, const std::optional<std::array<int, 3>>& hsv_high,
                         const std::string& disc, const std::array<int, 3>& fill) {
-  require_device();
   expect(image.ndim() == 3 && image.shape(2) == 3, "image must be (H, W, 3) uint8 BGR", image);
   expect(boxes.ndim() == 2 && boxes.shape(1) == 4, "boxes must be (K, 4) float32", boxes);
   expect(scores.ndim() == 1 && scores.shape(0) == boxes.shape(0), "scores must be (K,) float32", scores);
@@ -219,13 +240,18 @@ py::tuple segment_cells(const carray<std::uint8_t>& image, const carray<float>& 
   core::HsvRange hsv;
   if (hsv_low) {
     hsv.enabled = true;
+    // The CPU binding's bounds: H 0..179 (180 as an upper bound), S and V 0..255. Never wrapped mod 256.
+    const int top[3] = {180, 255, 255};
     for (int i = 0; i < 3; ++i) {
-      hsv.low[i] = static_cast<std::uint8_t>((*hsv_low)[static_cast<std::size_t>(i)]);
-      hsv.high[i] = static_cast<std::uint8_t>((*hsv_high)[static_cast<std::size_t>(i)]);
+      const auto k = static_cast<std::size_t>(i);
+      hsv.low[i] = static_cast<std::uint8_t>(checked_value((*hsv_low)[k], 0, top[i], "hsv_low[" + std::to_string(i) + "]"));
+      hsv.high[i] = static_cast<std::uint8_t>(checked_value((*hsv_high)[k], 0, top[i], "hsv_high[" + std::to_string(i) + "]"));
     }
   }
-  const std::uint8_t fill_bgr[3] = {static_cast<std::uint8_t>(fill[0]), static_cast<std::uint8_t>(fill[1]),
-                                    static_cast<std::uint8_t>(fill[2])};
+  std::uint8_t fill_bgr[3];
+  for (int i = 0; i < 3; ++i)
+    fill_bgr[i] = static_cast<std::uint8_t>(checked_value(fill[static_cast<std::size_t>(i)], 0, 255, "fill[" + std::to_string(i) + "]"));
+  require_device();
   const int h = static_cast<int>(image.shape(0)), w = static_cast<int>(image.shape(1));
   const int count = static_cast<int>(boxes.shape(0));
   py::array_t<std::int32_t> labels({h, w});

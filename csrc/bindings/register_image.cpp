@@ -210,15 +210,16 @@ std::array<std::uint8_t, 3> triple(const py::handle& obj, const char* name, std:
   return t;
 }
 
-core::HsvRange hsv_range(const py::object& low, const py::object& high) {
+// `suffix` names the frame in a batch's error messages ("[2]").
+core::HsvRange hsv_range(const py::object& low, const py::object& high, const std::string& suffix = "") {
   core::HsvRange r;
   if (low.is_none() && high.is_none()) return r;
   if (low.is_none() || high.is_none()) {
-    throw py::value_error("hsv_low and hsv_high must both be given or both be None");
+    throw py::value_error("hsv_low" + suffix + " and hsv_high" + suffix + " must both be given or both be None");
   }
   // Hue is 0..179 in OpenCV's 8-bit HSV; 180 is accepted as an upper bound that excludes nothing.
-  const auto lo = triple(low, "hsv_low", {180, 255, 255});
-  const auto hi = triple(high, "hsv_high", {180, 255, 255});
+  const auto lo = triple(low, ("hsv_low" + suffix).c_str(), {180, 255, 255});
+  const auto hi = triple(high, ("hsv_high" + suffix).c_str(), {180, 255, 255});
   r.enabled = true;
   for (int i = 0; i < 3; ++i) {
     r.low[i] = lo[static_cast<std::size_t>(i)];
@@ -233,32 +234,107 @@ core::DiscShape disc_shape(const std::string& disc) {
   throw py::value_error("disc must be 'circle' or 'ellipse', got '" + disc + "'");
 }
 
+// One frame's segmentation, validated and with its outputs allocated while the GIL is held, so the
+// kernel can run without it. The members keep the inputs alive for the call's length.
+struct SegmentJob {
+  ImageArg image;
+  py::array_t<float> boxes, scores;
+  py::array_t<std::int32_t> labels;
+  py::array_t<std::uint8_t> segmented;
+
+  void run(core::DiscShape shape, const core::HsvRange& hsv, const std::uint8_t* fill) {
+    core::segment_cells(image.view<std::uint8_t>(), boxes.data(), scores.data(), static_cast<int>(boxes.shape(0)),
+                        shape, hsv, fill, labels.mutable_data(), segmented.mutable_data());
+  }
+  py::tuple result() const { return py::make_tuple(labels, segmented); }
+};
+
+SegmentJob segment_job(const py::handle& image, const py::handle& boxes, const py::handle& scores,
+                       const std::string& suffix) {
+  SegmentJob job;
+  job.image = image_arg(image, (suffix.empty() ? std::string("image") : "images" + suffix).c_str(), false, true);
+  job.boxes = float32_rows(boxes, ("boxes" + suffix).c_str(), 4, -1);
+  job.scores = float32_rows(scores, ("scores" + suffix).c_str(), 0, job.boxes.shape(0));
+  if (job.boxes.shape(0) > INT32_MAX - 1) throw py::value_error("too many boxes: " + describe(boxes));
+  job.labels = py::array_t<std::int32_t>({job.image.height, job.image.width});
+  job.segmented = py::array_t<std::uint8_t>({job.image.height, job.image.width, 3});
+  return job;
+}
+
 py::tuple segment_cells(const py::handle& image, const py::handle& boxes, const py::handle& scores,
                         const py::object& hsv_low, const py::object& hsv_high, const std::string& disc,
                         const py::object& fill) {
-  const ImageArg img = image_arg(image, "image", false, true);
-  const py::array_t<float> box_rows = float32_rows(boxes, "boxes", 4, -1);
-  const py::array_t<float> score_rows = float32_rows(scores, "scores", 0, box_rows.shape(0));
-  if (box_rows.shape(0) > INT32_MAX - 1) throw py::value_error("too many boxes: " + describe(boxes));
+  SegmentJob job = segment_job(image, boxes, scores, "");
   const core::HsvRange hsv = hsv_range(hsv_low, hsv_high);
   const core::DiscShape shape = disc_shape(disc);
   const auto fill_bgr = triple(fill, "fill", {255, 255, 255});
-
-  py::array_t<std::int32_t> labels({img.height, img.width});
-  py::array_t<std::uint8_t> segmented({img.height, img.width, 3});
-  std::int32_t* labels_data = labels.mutable_data();
-  std::uint8_t* segmented_data = segmented.mutable_data();
-  const float* box_data = box_rows.data();
-  const float* score_data = score_rows.data();
-  const int count = static_cast<int>(box_rows.shape(0));
   {
-    // Safe without the GIL: every input is held (and only read) by the locals above, and both
-    // outputs are new arrays no other thread can see yet.
+    // Safe without the GIL: `job` holds (and only reads) every input, and its outputs are new
+    // arrays no other thread can see yet.
     py::gil_scoped_release release;
-    core::segment_cells(img.view<std::uint8_t>(), box_data, score_data, count, shape, hsv, fill_bgr.data(),
-                        labels_data, segmented_data);
+    job.run(shape, hsv, fill_bgr.data());
   }
-  return py::make_tuple(labels, segmented);
+  return job.result();
+}
+
+// A batch's bound is per frame when its entries are themselves bounds (sequences) or None, or when
+// it is empty (the per-frame list of an empty batch); one triple of integers is shared by every frame.
+bool per_frame_bound(const py::object& bound) {
+  if (!py::isinstance<py::sequence>(bound) || py::isinstance<py::str>(bound)) return false;
+  const auto entries = py::reinterpret_borrow<py::sequence>(bound);
+  if (entries.size() == 0) return true;
+  const py::object first = entries[0];
+  return first.is_none() || (py::isinstance<py::sequence>(first) && !py::isinstance<py::str>(first));
+}
+
+// One HSV range per frame: shared bounds are checked once, per-frame ones frame by frame.
+std::vector<core::HsvRange> hsv_ranges(const py::object& low, const py::object& high, std::size_t frames) {
+  const bool low_each = per_frame_bound(low), high_each = per_frame_bound(high);
+  if (!low_each && !high_each) return std::vector<core::HsvRange>(frames, hsv_range(low, high));
+  auto entry = [frames](const py::object& bound, bool each, const char* name, std::size_t i) -> py::object {
+    if (!each) return bound;
+    const auto entries = py::reinterpret_borrow<py::sequence>(bound);
+    if (entries.size() != frames) {
+      throw py::value_error(std::string(name) + " per frame must have one entry per frame (" + std::to_string(frames) +
+                            "), got " + std::to_string(entries.size()));
+    }
+    return entries[i];
+  };
+  std::vector<core::HsvRange> ranges;
+  ranges.reserve(frames);
+  for (std::size_t i = 0; i < frames; ++i) {
+    ranges.push_back(hsv_range(entry(low, low_each, "hsv_low", i), entry(high, high_each, "hsv_high", i),
+                               "[" + std::to_string(i) + "]"));
+  }
+  return ranges;
+}
+
+// The frames of a batch (sizes may differ) with their own boxes and HSV ranges, one GIL release for
+// all of them.
+py::list segment_cells_batch(const py::sequence& images, const py::sequence& boxes, const py::sequence& scores,
+                             const py::object& hsv_low, const py::object& hsv_high, const std::string& disc,
+                             const py::object& fill) {
+  if (boxes.size() != images.size() || scores.size() != images.size()) {
+    throw py::value_error("images, boxes and scores must have one entry per frame, got " +
+                          std::to_string(images.size()) + ", " + std::to_string(boxes.size()) + " and " +
+                          std::to_string(scores.size()));
+  }
+  const std::vector<core::HsvRange> hsv = hsv_ranges(hsv_low, hsv_high, images.size());
+  const core::DiscShape shape = disc_shape(disc);
+  const auto fill_bgr = triple(fill, "fill", {255, 255, 255});
+  std::vector<SegmentJob> jobs;
+  jobs.reserve(images.size());
+  for (py::size_t i = 0; i < images.size(); ++i) {
+    jobs.push_back(segment_job(images[i], boxes[i], scores[i], "[" + std::to_string(i) + "]"));
+  }
+  {
+    // Safe without the GIL: as in segment_cells, for every frame.
+    py::gil_scoped_release release;
+    for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i].run(shape, hsv[i], fill_bgr.data());
+  }
+  py::list out;
+  for (const SegmentJob& job : jobs) out.append(job.result());
+  return out;
 }
 
 }  // namespace
@@ -273,6 +349,10 @@ void register_image(py::module_& m) {
         py::arg("hsv_low") = py::none(), py::arg("hsv_high") = py::none(), py::arg("disc") = "circle",
         py::arg("fill") = py::make_tuple(0, 0, 0),
         "Circle/ellipse segmentation with HSV refinement; see fastcell.ops.segment_cells.");
+  m.def("segment_cells_batch", &segment_cells_batch, py::arg("images"), py::arg("boxes"), py::arg("scores"),
+        py::arg("hsv_low") = py::none(), py::arg("hsv_high") = py::none(), py::arg("disc") = "circle",
+        py::arg("fill") = py::make_tuple(0, 0, 0),
+        "segment_cells for every frame of a batch in one call; see fastcell.ops.segment_cells_batch.");
 }
 
 }  // namespace fastcell::bindings

@@ -1,15 +1,14 @@
 #include "core/decode.hpp"
 
+#include "core/decode_math.hpp"
+
 #include <cmath>
-#include <limits>
 #include <stdexcept>
 #include <string>
 
 namespace fastcell::core {
 
 namespace {
-
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 std::string head_name(std::size_t h) { return "heads[" + std::to_string(h) + "]"; }
 
@@ -26,47 +25,22 @@ void check_head_values(const HeadView& head, std::size_t h) {
       std::to_string(in_plane % head.width) + "): the model output is broken");
 }
 
-// Objectness logits below this cannot reach the score threshold, because the class factor is at
-// most 1: sigmoid(obj) >= score needs obj >= logit(score). Comparing raw logits skips every exp
-// for the (many) background cells; the small margin keeps borderline cells for the exact test.
-float objectness_cutoff(double score_threshold) {
-  if (!(score_threshold > 0.0)) return -std::numeric_limits<float>::infinity();
-  if (score_threshold >= 1.0) return 30.0f;  // sigmoid(x) == 1.0 in float64 only for x > 36
-  const double logit = std::log(score_threshold / (1.0 - score_threshold));
-  return static_cast<float>(logit - 1e-4 * (1.0 + std::fabs(logit)));
-}
-
+// One cell's formulas (and the objectness cutoff that skips background cells before any exp) live in
+// decode_math.hpp, shared with the CUDA twin, so the two cannot drift apart.
 void decode_head(const HeadView& head, int num_classes, double score_threshold, float cutoff,
                  std::int64_t image, Detections& out) {
   const std::int64_t plane = head.height * head.width;
   const std::int64_t per_anchor = num_classes + 5;
   const float* img = head.data + image * head.channels * plane;
   const double stride = head.stride;
+  DecodedCell cell;
   for (int a = 0; a < head.num_anchors; ++a) {
     const float* block = img + a * per_anchor * plane;
-    const float* obj = block + 4 * plane;
     const double anchor_w = head.anchors[2 * a], anchor_h = head.anchors[2 * a + 1];
     for (std::int64_t i = 0; i < plane; ++i) {
-      if (obj[i] < cutoff) continue;
-      int best = 0;
-      float best_logit = block[5 * plane + i];
-      for (int c = 1; c < num_classes; ++c) {
-        const float v = block[(5 + c) * plane + i];
-        if (v > best_logit) {
-          best_logit = v;
-          best = c;
-        }
-      }
-      const double score = sigmoid(obj[i]) * sigmoid(best_logit);
-      if (!(score >= score_threshold)) continue;
-      const double gx = static_cast<double>(i % head.width), gy = static_cast<double>(i / head.width);
-      const double cx = (sigmoid(block[i]) + gx) * stride;
-      const double cy = (sigmoid(block[plane + i]) + gy) * stride;
-      const double w = std::exp(std::fmin(static_cast<double>(block[2 * plane + i]), kMaxLogScale)) * anchor_w;
-      const double h = std::exp(std::fmin(static_cast<double>(block[3 * plane + i]), kMaxLogScale)) * anchor_h;
-      const Box box{static_cast<float>(cx - w / 2), static_cast<float>(cy - h / 2),
-                    static_cast<float>(cx + w / 2), static_cast<float>(cy + h / 2)};
-      out.push_back(box, static_cast<float>(score), best);
+      if (decode_cell(block, plane, i, head.width, num_classes, stride, anchor_w, anchor_h, cutoff, score_threshold,
+                      cell))
+        out.push_back(cell.box, cell.score, cell.class_id);
     }
   }
 }
@@ -99,7 +73,7 @@ void check_heads(const std::vector<HeadView>& heads, int num_classes) {
 void decode_image(const std::vector<HeadView>& heads, int num_classes, double score_threshold,
                   std::int64_t image, Detections& out) {
   out.clear();
-  const float cutoff = objectness_cutoff(score_threshold);
+  const float cutoff = decode_objectness_cutoff(score_threshold);
   for (const HeadView& head : heads) decode_head(head, num_classes, score_threshold, cutoff, image, out);
 }
 

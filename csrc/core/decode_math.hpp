@@ -17,7 +17,7 @@ namespace fastcell::core {
 
 // Objectness logits below this cannot reach `score_threshold` (the class factor is at most 1), so
 // background cells are skipped before any exp; the small margin leaves borderline cells to the exact
-// test. Host-side (computed once per call), the same rule as decode.cpp's.
+// test. Host-side (computed once per call), used by decode.cpp and the CUDA twin.
 inline float decode_objectness_cutoff(double score_threshold) {
   if (!(score_threshold > 0.0)) return -INFINITY;
   if (score_threshold >= 1.0) return 30.0f;  // sigmoid(x) == 1.0 in float64 only for x > 36

@@ -13,6 +13,8 @@
 // integer; we keep floats, so the two agree within one 8-bit step (tested).
 #include "core/letterbox.hpp"
 
+#include "core/letterbox_math.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -54,8 +56,8 @@ struct AxisTaps {
   std::vector<float> weight;       // weight of `second`; `first` gets 1 - weight
 };
 
-// cv2.resize's INTER_LINEAR grid: scale computed as 1 / (dst / src) in double, the coordinate
-// rounded to float, floor, and the edges clamped (outside the image → the edge pixel, weight 0).
+// cv2.resize's INTER_LINEAR grid, tap by tap as letterbox_math.hpp's axis_tap (shared with the CUDA
+// twin) computes it, tabulated once per call and pre-multiplied by `step`.
 AxisTaps axis_taps(int src, int dst, int step) {
   AxisTaps taps;
   taps.first.resize(static_cast<std::size_t>(dst));
@@ -63,21 +65,10 @@ AxisTaps axis_taps(int src, int dst, int step) {
   taps.weight.resize(static_cast<std::size_t>(dst));
   const double src_per_dst = 1.0 / (static_cast<double>(dst) / src);
   for (int d = 0; d < dst; ++d) {
-    float f = static_cast<float>((d + 0.5) * src_per_dst - 0.5);
-    int s = static_cast<int>(std::floor(f));
-    f -= static_cast<float>(s);
-    if (s < 0) {
-      s = 0;
-      f = 0.0f;
-    }
-    if (s >= src - 1) {
-      s = src - 1;
-      f = 0.0f;
-    }
-    const int next = std::min(s + 1, src - 1);
-    taps.first[static_cast<std::size_t>(d)] = s * step;
-    taps.second[static_cast<std::size_t>(d)] = next * step;
-    taps.weight[static_cast<std::size_t>(d)] = f;
+    const AxisTap tap = axis_tap(d, src, src_per_dst);
+    taps.first[static_cast<std::size_t>(d)] = tap.first * step;
+    taps.second[static_cast<std::size_t>(d)] = tap.second * step;
+    taps.weight[static_cast<std::size_t>(d)] = tap.weight;
   }
   return taps;
 }

@@ -1,4 +1,4 @@
-"""Image kernels: letterbox (single and batch) and circle segmentation with HSV refinement.
+"""Image kernels: letterbox and circle segmentation with HSV refinement, each single and batch.
 
 Thin numpy-in numpy-out wrappers over ``fastcell._core``; the compiled functions validate their
 arrays (dtype, shape, layout), so the docstrings here carry the contract. Images are never cast:
@@ -15,7 +15,7 @@ import numpy as np
 
 from fastcell._core_loader import core as _core
 
-__all__ = ["letterbox", "letterbox_batch", "segment_cells"]
+__all__ = ["letterbox", "letterbox_batch", "segment_cells", "segment_cells_batch"]
 
 HsvBound = Sequence[int] | None
 
@@ -163,10 +163,67 @@ def segment_cells(
         Wrong shapes, K mismatch between boxes and scores, bounds out of range, only one of
         ``hsv_low``/``hsv_high`` given, or an unknown ``disc``.
     """
-    boxes_f = _float32_array(boxes, "boxes", "(K, 4)")
+    boxes_f, scores_f = _boxes_and_scores(boxes, scores)
+    return _core.segment_cells(image, boxes_f, scores_f, hsv_low, hsv_high, disc, _fill_triple(fill))
+
+
+def _boxes_and_scores(boxes: object, scores: object, suffix: str = "") -> tuple[np.ndarray, np.ndarray]:
+    boxes_f = _float32_array(boxes, "boxes" + suffix, "(K, 4)")
     if boxes_f.size == 0 and boxes_f.ndim == 1:  # [] → no boxes
         boxes_f = boxes_f.reshape(0, 4)
-    scores_f = _float32_array(scores, "scores", "(K,)")
-    if isinstance(fill, (int, np.integer)):
-        fill = (int(fill),) * 3
-    return _core.segment_cells(image, boxes_f, scores_f, hsv_low, hsv_high, disc, fill)
+    return boxes_f, _float32_array(scores, "scores" + suffix, "(K,)")
+
+
+def _fill_triple(fill: Sequence[int] | int) -> Sequence[int]:
+    return (int(fill),) * 3 if isinstance(fill, (int, np.integer)) else fill
+
+
+def segment_cells_batch(
+    images: Sequence[np.ndarray],
+    boxes: Sequence[np.ndarray],
+    scores: Sequence[np.ndarray],
+    hsv_low: HsvBound | Sequence[HsvBound] = None,
+    hsv_high: HsvBound | Sequence[HsvBound] = None,
+    disc: str = "circle",
+    fill: Sequence[int] | int = (0, 0, 0),
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`segment_cells` for every frame of a batch, in one compiled call.
+
+    Parameters
+    ----------
+    images : sequence of N (H_i, W_i, 3) ndarray of uint8
+        BGR frames; their sizes may differ.
+    boxes : sequence of N (K_i, 4) array_like of float
+        Each frame's corner boxes, as for :func:`segment_cells` (``[]`` for none).
+    scores : sequence of N (K_i,) array_like of float
+        Each frame's scores.
+    hsv_low, hsv_high : sequence of 3 int, or sequence of N (sequence of 3 int or None), optional
+        One inclusive HSV range (OpenCV units, as for :func:`segment_cells`) for every frame, or one
+        per frame: a bound whose entries are sequences or None is read per frame, and a frame whose
+        two entries are None gets no refinement. Both None (default): no refinement anywhere.
+    disc : {"circle", "ellipse"}, default "circle"
+        Shape of the mask inside each box.
+    fill : sequence of 3 int or int, default (0, 0, 0)
+        BGR colour of the pixels outside every mask.
+
+    Returns
+    -------
+    list of N (labels, segmented)
+        ``labels`` (H_i, W_i) int32 and ``segmented`` (H_i, W_i, 3) uint8, element ``i`` equal to
+        ``segment_cells(images[i], boxes[i], scores[i], ...)`` with frame ``i``'s HSV range.
+        An empty batch gives ``[]``.
+
+    Raises
+    ------
+    TypeError
+        As :func:`segment_cells`, naming the frame (``boxes[2]``).
+    ValueError
+        As :func:`segment_cells`, naming the frame; or sequences of different lengths.
+    """
+    images, boxes, scores = list(images), list(boxes), list(scores)
+    if not len(images) == len(boxes) == len(scores):
+        raise ValueError("images, boxes and scores must have one entry per frame, got "
+                         f"{len(images)}, {len(boxes)} and {len(scores)}")
+    pairs = [_boxes_and_scores(b, s, f"[{i}]") for i, (b, s) in enumerate(zip(boxes, scores))]
+    return _core.segment_cells_batch(images, [p[0] for p in pairs], [p[1] for p in pairs],
+                                     hsv_low, hsv_high, disc, _fill_triple(fill))

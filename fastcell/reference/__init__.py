@@ -1,6 +1,8 @@
-"""Plain NumPy/OpenCV references of fastcell's kernels: the test oracles and benchmark baselines.
+"""Plain NumPy/OpenCV references of fastcell's kernels: the test oracles.
 
-Slow and obvious on purpose, and independent of the compiled core ``fastcell._core``.
+Slow and obvious on purpose, and independent of the compiled core ``fastcell._core``. The
+benchmarks' baseline, a straightforward but competent NumPy/OpenCV pipeline, is
+:mod:`fastcell.reference.baseline` (imported by name, not re-exported here).
 """
 
 from fastcell.reference.boxes import box_iou, decode, gbciou_merge, nms, postprocess
