@@ -182,7 +182,16 @@ class Annotator:
             r.latency = done - start
         return results
 
+    def release_buffers(self) -> None:
+        """Free this Annotator's own buffers (the preprocessing batch), leaving the backend open.
+
+        What a sibling from :meth:`with_options` that is no longer needed should do: closing it
+        would close the backend it shares. A later call allocates the buffer again.
+        """
+        self._pre.release()
+
     def close(self) -> None:
+        """Close the backend — shared with every sibling from :meth:`with_options`."""
         self.backend.close()
 
     def __enter__(self) -> "Annotator":

@@ -15,7 +15,9 @@ stream runs::
 * Stalls. A live source that blocks in one read for longer than ``stall_timeout`` seconds (a
   frozen camera, a dead network stream; 10 s by default) ends the stream (``on_stall="end"``,
   logged) or raises :class:`StreamStalled` (``on_stall="raise"``); a disconnect that the source
-  reports is retried ``reconnect`` times first (camera/URL sources). Files, folders, iterables
+  reports is retried ``reconnect`` times first (camera/URL sources), and each step of a reconnect
+  (the failed read, the pause, the reopen, the first new read) gets the whole limit: the source's
+  ``heartbeat`` restarts the stall timer (see :class:`~fastcell.io.sources.Source`). Files, folders, iterables
   and :class:`~fastcell.io.sources.Pushed` sources have no stall limit by default: a slow
   producer is waited for, and a pushed source ends with ``end()``. Only the source's own reads
   count — time the pipeline spends waiting for the consumer never does.
@@ -23,7 +25,8 @@ stream runs::
   not wait for a source stuck in a read: that (daemon) thread ends with the read.
 * A caller's Annotator is never used directly: the stream works on a sibling
   (:meth:`~fastcell.annotator.Annotator.with_options`) with its own buffers, so the caller may go
-  on calling the Annotator — from any thread — while the stream runs.
+  on calling the Annotator — from any thread — while the stream runs. The sibling's buffers are
+  freed when the stream's inference ends; the shared backend stays open (it is the caller's).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fastcell.annotator import Annotator
-from fastcell.io.sources import ImageFiles, Pushed, Source, open_source
+from fastcell.io.sources import ImageFiles, Pushed, Source, VideoCapture, open_source
 from fastcell.preprocess import check_frame
 from fastcell.results import Result
 
@@ -51,6 +54,8 @@ log = logging.getLogger("fastcell")
 _POLL = 0.05  # seconds between checks of the stop flags while waiting on a queue
 _SOURCE_GRACE = 0.5  # seconds close() waits for a capture thread that may be stuck in the source
 STALL_TIMEOUT = 10.0  # seconds: stall_timeout="auto" for live sources other than Pushed
+_STEP_MARGIN = 1.0  # seconds a camera's own time limit for one step must stay below the stall limit
+_FPS_WINDOW = 256  # results over which Stream.fps is measured
 
 
 class StreamError(RuntimeError):
@@ -78,7 +83,8 @@ _CAPTURE, _INFER, _POST = 0, 1, 2
 class Stream:
     """An iterator of :class:`~fastcell.results.Result` over a source, run in background threads.
 
-    Build it with :func:`stream`. Attributes: ``fps`` (results/s over the last 256 results),
+    Build it with :func:`stream`. Attributes: ``fps`` (results/s over the last 256 results,
+    or since the start before there are that many),
     ``latency_p50`` / ``latency_p99`` (seconds, capture → result, over the last ``window``
     results), ``dropped`` (live frames discarded), ``count`` (results delivered), ``failed``
     (unreadable files as ``(path, reason)``), ``stalled`` (whether the source stalled),
@@ -113,7 +119,12 @@ class Stream:
         self.stalled = False
         self._finished = False
         self._latencies: deque[float] = deque(maxlen=int(window))
-        self._delivered: deque[float] = deque(maxlen=256)
+        # delivery times of the last results, plus the one before them: the span's start
+        self._delivered: deque[float] = deque(maxlen=_FPS_WINDOW + 1)
+        self._annotator_lock = threading.Lock()
+        self._infer_ended = False
+        self._annotator_closed = False
+        self._started = time.monotonic()
         self._threads = [
             threading.Thread(target=self._run_capture, name="fastcell-capture", daemon=True),
             threading.Thread(target=self._run_infer, name="fastcell-infer", daemon=True),
@@ -125,11 +136,22 @@ class Stream:
     # -- statistics ------------------------------------------------------------------------------
     @property
     def fps(self) -> float:
-        """Results per second over the last (up to) 256 results."""
-        if len(self._delivered) < 2:
+        """Results per second over the last 256 results (all of them, timed from the stream's
+        start, until there are more).
+
+        Results reach the consumer in bursts (a batch at a time), so the span must begin before
+        the first counted result — at the delivery just before the window, or at the start —
+        never at a counted one: ``count / (last delivery − that reference)``.
+        """
+        delivered = self._delivered
+        if not delivered:
             return 0.0
-        span = self._delivered[-1] - self._delivered[0]
-        return (len(self._delivered) - 1) / span if span > 0 else 0.0
+        if len(delivered) < delivered.maxlen:  # the window is not full yet: from the start
+            count, reference = len(delivered), self._started
+        else:
+            count, reference = len(delivered) - 1, delivered[0]
+        span = delivered[-1] - reference
+        return count / span if span > 0 else 0.0
 
     def _latency_percentile(self, q: float) -> float:
         return float(np.percentile(np.fromiter(self._latencies, float), q)) if self._latencies else 0.0
@@ -248,6 +270,12 @@ class Stream:
 
     def _run_infer(self) -> None:
         try:
+            self._infer()
+        finally:
+            self._on_infer_end()
+
+    def _infer(self) -> None:
+        try:
             ended: Any = None
             while ended is None:
                 first = self._get(self._q_in, _INFER)
@@ -276,6 +304,27 @@ class Stream:
             self._put(self._q_post, ended, _INFER)
         except BaseException as err:  # noqa: BLE001
             self._fail(_INFER, "inference", err, self._q_post)
+
+    def _on_infer_end(self) -> None:
+        """The inference thread is done with the Annotator: free what the stream holds of it.
+
+        A sibling of the caller's Annotator gives back its own buffers only — the backend is
+        shared with the caller, who closes it. An Annotator the stream opened is closed once the
+        stream is closed too (here or in :meth:`close`, whichever comes last).
+        """
+        with self._annotator_lock:
+            self._infer_ended = True
+        if self._own_annotator:
+            self._close_annotator()
+        else:
+            self.annotator.release_buffers()
+
+    def _close_annotator(self) -> None:
+        with self._annotator_lock:
+            if not (self._finished and self._infer_ended) or self._annotator_closed:
+                return
+            self._annotator_closed = True
+        self.annotator.close()
 
     def _run_post(self) -> None:
         try:
@@ -322,6 +371,9 @@ class Stream:
     def _check_health(self) -> None:
         """Called while the consumer waits: detect a stalled source or a pipeline that died."""
         since = self._waiting_since
+        beat = self.source.heartbeat  # a source working through the steps of one read
+        if since is not None and beat is not None and beat > since:
+            since = beat
         if (self.stall_timeout is not None and since is not None and not self.stalled
                 and time.monotonic() - since > self.stall_timeout):
             self._on_stall()
@@ -350,7 +402,8 @@ class Stream:
         Waits at most ``timeout`` seconds for the inference and post-processing threads, and at
         most half a second for the capture thread: a source blocked in a read that ``close`` cannot
         interrupt (a hung camera) keeps its thread — a daemon — until the read returns, and the
-        source releases its device there.
+        source releases its device there. Likewise an inference call still running closes the
+        annotator this stream opened when it returns.
         """
         if self._finished:
             return
@@ -371,8 +424,8 @@ class Stream:
                     q.get_nowait()
                 except queue.Empty:
                     break
-        if self._own_annotator and not self._threads[_INFER].is_alive():
-            self.annotator.close()
+        if self._own_annotator:
+            self._close_annotator()  # now, or when the inference thread ends
 
     def __enter__(self) -> "Stream":
         return self
@@ -424,12 +477,15 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
         for live sources — cameras, URLs, callables, anything opened with ``live=True`` — and no
         limit for files, folders, iterables (a slow producer is waited for: every frame is
         processed) and :class:`~fastcell.io.sources.Pushed` sources (acquisition may pause;
-        ``end()`` ends them). A number applies to any source.
+        ``end()`` ends them). For a camera/URL, "auto" is at least its longest read, open or
+        reconnect-pause limit plus a second (the defaults fit in 10 s), so that a reconnect can
+        still happen. A number applies to any source; each step of a reconnect gets all of it.
     on_stall : {"end", "raise"}
         What a stall does: end the stream after the frames already read (logged; ``stalled`` is
         set), or raise :class:`StreamStalled` after them.
     reconnect : int
-        Camera/URL sources: reconnect attempts after a disconnect.
+        Camera/URL sources: reconnect attempts after a disconnect (a read that fails or times
+        out: see :class:`~fastcell.io.sources.VideoCapture`).
     workers : int
         Image-file decoding threads.
     **overrides
@@ -466,7 +522,9 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
         else:
             # The preprocessing buffer of an Annotator is reused by every call: were the stream to
             # use the caller's, a direct call meanwhile would overwrite a batch in flight.
-            annotator = model.with_options(segment=segment, keep_image=keep_image, **overrides)
+            # Its max_batch is the stream's batch size: a smaller one would split every batch.
+            annotator = model.with_options(segment=segment, keep_image=keep_image, max_batch=batch_size,
+                                           **overrides)
     except BaseException:
         src.close()
         raise
@@ -486,5 +544,13 @@ def _check_stall_timeout(value: Any) -> None:
 def _resolve_stall_timeout(value: Any, source: Source) -> float | None:
     """``"auto"``: a limit for live device sources only (see :func:`stream`)."""
     if isinstance(value, str):
-        return STALL_TIMEOUT if source.live and not isinstance(source, Pushed) else None
+        if not source.live or isinstance(source, Pushed):
+            return None
+        if isinstance(source, VideoCapture):
+            # The stall timer restarts at each step of a reconnect (the source's heartbeat), so
+            # each step — one read, the pause, one open — must end within the limit, or the
+            # stream would give up on a camera that is about to reconnect.
+            step = max(source.read_timeout, source.open_timeout, source.reconnect_delay)
+            return max(STALL_TIMEOUT, step + _STEP_MARGIN)
+        return STALL_TIMEOUT
     return None if value is None else float(value)

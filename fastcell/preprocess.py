@@ -92,3 +92,7 @@ class Preprocessor:
         if n > self._buffer.shape[0]:
             self._buffer = np.empty((n, 3, self.size, self.size), np.float32)
         return ops.letterbox_batch(frames, out=self._buffer[:n], size=self.size, pad_value=self.pad_value)
+
+    def release(self) -> None:
+        """Free the buffer; the next call allocates one for its batch."""
+        self._buffer = np.empty((0, 3, self.size, self.size), np.float32)

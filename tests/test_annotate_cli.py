@@ -361,3 +361,78 @@ def test_bad_input_is_one_line_on_stderr_and_status_1(tmp_path, bccd_images, mod
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()  # refused before anything was written
+
+
+# -- a read that hangs: the run stops, and says so, with what it finished written out -----------------------
+@needs_stream
+def test_a_stalled_read_stops_the_run_after_finishing_the_files_and_the_summary(tmp_path, source_dir, model_json,
+                                                                               monkeypatch, capsys):
+    import threading
+
+    import fastcell.cli.annotate as command
+    from fastcell.io.sources import ImageFiles
+
+    monkeypatch.setattr(command, "READ_STALL_TIMEOUT", 2.0)
+    hang = threading.Event()
+    read = ImageFiles._read
+
+    def hanging_read(self, path):
+        if self.paths.index(path) >= 2:  # a dead network drive after the first two images
+            hang.wait(120)
+        return read(self, path)
+
+    monkeypatch.setattr(ImageFiles, "_read", hanging_read)
+    out = tmp_path / "out"
+    try:
+        code = main(["annotate", str(source_dir), "--out", str(out), "--model", model_json, "--write", "yolo,coco",
+                     *CAP])
+    finally:
+        hang.set()
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "2 image(s) annotated" in printed.out  # the summary is printed...
+    assert "stopped early" in printed.err and "StreamStalled" in printed.err  # ...and the stop explained
+    first_two = sorted(p.name for p in source_dir.iterdir())[:2]
+    coco = json.loads((out / "annotations.json").read_text())  # the writer finished its files
+    assert [image["file_name"] for image in coco["images"]] == first_two
+    monkeypatch.setattr(ImageFiles, "_read", read)
+    assert main(["annotate", str(source_dir), "--out", str(out), "--model", model_json, "--write", "yolo,coco",
+                 *CAP]) == 0  # a rerun resumes
+    assert f"{READABLE - 2} image(s) annotated" in capsys.readouterr().out
+
+
+# -- argument checks -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["--batch", "0"], "argument --batch: expected a positive integer (1 or more), got 0"),
+    (["--batch", "-2"], "argument --batch: expected a positive integer (1 or more), got -2"),
+    (["--max-detections", "0"], "argument --max-detections: expected a positive integer (1 or more), got 0"),
+    (["--max-detections", "many"], "argument --max-detections: expected a positive integer, got 'many'"),
+])
+def test_counts_below_one_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["annotate", "x", "--out", "y", *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"fastcell annotate: error: {message}")
+
+
+@pytest.mark.parametrize("command", ["annotate", "stream"])
+def test_device_and_precision_help_name_every_backend_and_precision(command):
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(f"fastcell.cli.{command}").add_arguments(parser)
+    actions = {a.dest: a for a in parser._actions}
+    for name in ("auto", "cpu", "openvino", "onnxruntime", "tensorrt", "torch"):
+        assert name in actions["device"].help
+    assert set(actions["precision"].choices) == {"fp32", "fp16", "bf16", "int8"}  # fp16: TensorRT's default
+
+
+@needs_stream
+def test_fp16_on_the_cpu_is_a_one_line_model_error(tmp_path, bccd_images, model_json, capsys):
+    out = tmp_path / "out"
+    assert main(["annotate", str(bccd_images[0]), "--out", str(out), "--model", model_json, "--device", "cpu",
+                 "--precision", "fp16", "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "precision='fp16' needs the tensorrt backend" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 
 import cv2
 import numpy as np
@@ -239,3 +240,166 @@ def test_int8_calibration_on_real_images_stays_close_to_fp32(random_model_dir, b
         assert backend.precision == "int8"
         for a, b in zip(fp32, backend.infer(batch)):
             assert np.abs(a - b).max() <= 0.05 * np.abs(a).max(), device
+
+
+# -- options and precisions the chosen backend does not have ---------------------------------------------
+@pytest.mark.parametrize("device", ["onnxruntime", pytest.param("torch", marks=needs_torch)])
+def test_throughput_is_dropped_for_backends_without_that_mode(spec, random_model_dir, bccd_batch, device):
+    import fastcell
+
+    _, batch, _ = bccd_batch
+    backend = open_backend(spec, device, throughput=True)  # OpenVINO's option, harmless elsewhere
+    assert backend.name == device
+    np.testing.assert_array_equal(backend.infer(batch[:1])[0], open_backend(spec, device).infer(batch[:1])[0])
+    annotator = fastcell.load(random_model_dir / "model.json", device, throughput=True, verbose=False)
+    assert annotator.backend.name == device
+
+
+@pytest.mark.parametrize("device", ["cpu", "onnxruntime", pytest.param("openvino", marks=needs_openvino),
+                                    pytest.param("torch", marks=needs_torch)])
+def test_fp16_on_a_cpu_backend_is_refused_naming_tensorrt(spec, device):
+    with pytest.raises(ValueError, match=r"fp16.*needs the tensorrt backend"):
+        open_backend(spec, device, "fp16")
+
+
+# -- close() while another thread is inside infer() --------------------------------------------------------
+WAIT = 30.0
+
+
+class _Gate:
+    """Holds a call until released, saying when it has entered."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.log: list[str] = []
+
+    def hold(self) -> None:
+        self.entered.set()
+        assert self.release.wait(WAIT)
+        self.log.append("call returned")
+
+
+class _HeldSession:  # ONNX Runtime
+    def __init__(self, session, gate: _Gate) -> None:
+        self.session, self.gate = session, gate
+
+    def run(self, outputs, feed):
+        self.gate.hold()
+        return self.session.run(outputs, feed)
+
+
+class _HeldRequest:  # OpenVINO
+    def __init__(self, request, gate: _Gate) -> None:
+        self.request, self.gate = request, gate
+
+    def infer(self, *args, **kwargs):
+        self.gate.hold()
+        return self.request.infer(*args, **kwargs)
+
+    def get_tensor(self, output):
+        return self.request.get_tensor(output)
+
+
+class _HeldModel:  # PyTorch
+    def __init__(self, model, gate: _Gate) -> None:
+        self.model, self.gate = model, gate
+
+    def __call__(self, x):
+        self.gate.hold()
+        return self.model(x)
+
+
+def _close_during_infer(backend, gate: _Gate, batch: np.ndarray) -> list:
+    """Start infer() in a thread, close() in another while it runs; return what infer returned."""
+    returned: list = []
+    caller = threading.Thread(target=lambda: returned.append(backend.infer(batch)))
+    caller.start()
+    try:
+        assert gate.entered.wait(WAIT)
+        closer = threading.Thread(target=lambda: (backend.close(), gate.log.append("closed")))
+        closer.start()
+        closer.join(0.3)
+        assert closer.is_alive()  # close() waits: freeing the engine under the running call is the crash
+    finally:
+        gate.release.set()
+    caller.join(WAIT)
+    closer.join(WAIT)
+    assert gate.log[0] == "call returned" and gate.log[-1] == "closed"  # in that order
+    return returned
+
+
+@pytest.mark.parametrize("device", ["onnxruntime", pytest.param("openvino", marks=needs_openvino),
+                                    pytest.param("torch", marks=needs_torch)])
+def test_close_waits_for_a_running_infer_then_refuses_new_calls(spec, bccd_batch, device):
+    _, batch, _ = bccd_batch
+    backend = open_backend(spec, device, "fp32")
+    expected = backend.infer(batch[:1])
+    gate = _Gate()
+    if device == "onnxruntime":
+        backend._session = _HeldSession(backend._session, gate)
+    elif device == "openvino":
+        backend._request = _HeldRequest(backend._request, gate)
+    else:
+        backend._model = _HeldModel(backend._model, gate)
+    (heads,) = _close_during_infer(backend, gate, batch[:1])
+    for a, b in zip(heads, expected):  # the running call finished normally
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    with pytest.raises(RuntimeError, match="backend is closed"):
+        backend.infer(batch[:1])
+    backend.close()  # idempotent
+
+
+def test_tensorrt_close_waits_for_calls_running_in_other_threads(tmp_path, monkeypatch):
+    """TensorRT itself is faked (no GPU here): the backend's own bookkeeping is what is tested —
+    a thread's buffers are freed by close() only after that thread's call has returned."""
+    from types import SimpleNamespace
+
+    import fastcell.runtime.tensorrt_backend as trb
+    from fastcell.runtime import _cuda
+
+    spec = ModelSpec(classes=("cell",), anchors=np.ones((6, 2), np.float32), name="fake")
+    gate = _Gate()
+
+    class Engine:
+        names = ["images"] + [h.output for h in spec.heads]
+        num_io_tensors = len(names)
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_dtype(self, name):
+            return "float32"
+
+    class Worker:
+        def __init__(self, engine, spec, max_batch, device, use_graphs) -> None:
+            pass
+
+        def run(self, batch):
+            gate.hold()
+            return [np.zeros((batch.shape[0], 1), np.float32)]
+
+        def release(self) -> None:
+            gate.log.append("released")
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level) -> None:
+            pass
+
+    fake_trt = SimpleNamespace(Logger=Logger, DataType=SimpleNamespace(FLOAT="float32"),
+                               Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=lambda data: Engine()))
+    engine_file = tmp_path / "fake.engine"
+    engine_file.write_bytes(b"engine")
+    monkeypatch.setattr(trb, "_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trb, "spec_engine", lambda *a, **k: engine_file)
+    monkeypatch.setattr(trb, "_Worker", Worker)
+    monkeypatch.setattr(_cuda, "runtime", lambda: None)
+    monkeypatch.setattr(_cuda, "device_count", lambda: 1)
+    backend = trb.TensorRTBackend(spec)
+    batch = np.zeros((2, 3, spec.input_size, spec.input_size), np.float32)
+    (heads,) = _close_during_infer(backend, gate, batch)
+    assert heads[0].shape == (2, 1)
+    assert gate.log == ["call returned", "released", "closed"]  # the worker is freed after its call
+    with pytest.raises(RuntimeError, match="backend is closed"):
+        backend.infer(batch)

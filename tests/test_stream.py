@@ -348,9 +348,94 @@ def test_video_capture_opens_with_timeouts_and_without_them_where_refused(fake_c
     source.close()  # nobody is reading: released at once, here
     assert fake_capture.instances[0].released_by == threading.get_ident()
     monkeypatch.setattr(cv2, "VideoCapture", lambda *a: FakeCapture(*a, accepts_params=False))
+    source = VideoCapture(0)  # a camera backend (V4L2) that refuses the timeouts
+    assert source.live and fake_capture.instances[-1].params == [] and fake_capture.instances[-1].opened
+    source.close()
+    # A URL without FFmpeg may go to a backend that refuses them too (GStreamer): retried as well
+    monkeypatch.setattr(cv2.videoio_registry, "hasBackend", lambda api: api != cv2.CAP_FFMPEG)
     source = VideoCapture("rtsp://camera.invalid/stream")
     assert source.live and fake_capture.instances[-1].params == [] and fake_capture.instances[-1].opened
     source.close()
+
+
+def test_an_unreachable_url_is_not_retried_without_its_timeouts(monkeypatch, tmp_path):
+    """FFmpeg takes both timeouts: a failed open there is the stream's, and a retry without them
+    would wait for OpenCV's own 30 s open timeout."""
+    from fastcell.io.sources import VideoCapture
+
+    attempts = []
+
+    class Unreachable(FakeCapture):
+        def __init__(self, target, api=None, params=None) -> None:
+            super().__init__(target, api, params)
+            self.opened = False
+            attempts.append(self.params)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Unreachable)
+    monkeypatch.setattr(cv2.videoio_registry, "hasBackend", lambda api: True)
+    with pytest.raises(OSError, match="cannot open rtsp://camera.invalid/stream"):
+        VideoCapture("rtsp://camera.invalid/stream", open_timeout=1.5)
+    assert attempts == [[cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 1500, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]]
+    attempts.clear()
+    with pytest.raises(OSError, match="cannot open camera:3"):
+        VideoCapture(3)  # a camera: the timeouts may be what its backend refused, so once more without
+    assert len(attempts) == 2 and attempts[1] == []
+    attempts.clear()
+    with pytest.raises(OSError, match="cannot open"):
+        VideoCapture(str(tmp_path / "clip.avi"))  # a local file: another backend may read it, at no cost
+    assert len(attempts) == 2 and attempts[1] == []
+
+
+class FlakyCapture(FakeCapture):
+    """A network camera: ``frames[i]`` reads on its i-th opening, then reads that fail after the
+    read timeout (FFmpeg's CAP_PROP_READ_TIMEOUT_MSEC); openings beyond the list fail."""
+
+    frames_per_open: list[int] = []
+
+    def __init__(self, target, api=None, params=None) -> None:
+        opening = len([c for c in FakeCapture.instances if isinstance(c, FlakyCapture)])
+        count = self.frames_per_open[opening] if opening < len(self.frames_per_open) else 0
+        super().__init__(target, api, params, frames=count)
+        self.opened = opening < len(self.frames_per_open)
+        given = dict(zip(self.params[::2], self.params[1::2]))
+        self.read_timeout = given.get(cv2.CAP_PROP_READ_TIMEOUT_MSEC, 0) / 1000
+
+    def read(self):
+        if self.frames > 0:
+            self.frames -= 1
+            return True, np.full((48, 64, 3), 128, np.uint8)
+        time.sleep(self.read_timeout)  # the frozen stream: the read gives up after its timeout
+        return False, None
+
+
+def test_a_reconnect_is_not_taken_for_a_stall(annotator, fake_capture, monkeypatch):
+    """One next() spans a timed-out read, the pause and the reopen — longer than the stall limit;
+    each step is shorter, and each restarts the stall timer (the source's heartbeat)."""
+    from fastcell.io.sources import VideoCapture
+
+    monkeypatch.setattr(cv2, "VideoCapture", FlakyCapture)
+    FlakyCapture.frames_per_open = [2, 3]  # 2 frames, a disconnect, 3 frames, a disconnect for good
+    source = VideoCapture("rtsp://camera.invalid/stream", reconnect=2, reconnect_delay=0.8, read_timeout=0.8)
+    with fastcell.stream(source, annotator, drop=False, stall_timeout=1.2, on_stall="raise") as stream:
+        got = [r.frame_index for r in stream]  # failed read 0.8 s + pause 0.8 s > 1.2 s per frame
+    assert got == [0, 1, 2, 3, 4] and not stream.stalled
+    assert source.reconnects == 3  # one after the first disconnect, two failed ones after the second
+
+
+def test_default_camera_timeouts_fit_inside_the_auto_stall_limit(annotator, fake_capture, monkeypatch):
+    """With the defaults, a read that times out ends before the stall limit, so reconnect works."""
+    import fastcell.pipeline as pipeline
+    from fastcell.io.sources import VideoCapture
+
+    source = VideoCapture("rtsp://camera.invalid/stream", reconnect=3)
+    with fastcell.stream(source, annotator) as stream:
+        limit = stream.stall_timeout
+    assert limit == pipeline.STALL_TIMEOUT
+    assert max(source.read_timeout, source.open_timeout, source.reconnect_delay) < limit
+    # raised timeouts raise "auto" with them
+    source = VideoCapture("rtsp://camera.invalid/stream", reconnect=3, read_timeout=30)
+    with fastcell.stream(source, annotator) as stream:
+        assert stream.stall_timeout > 30
 
 
 def test_close_does_not_release_the_capture_under_a_running_read(annotator, fake_capture):
@@ -577,6 +662,9 @@ def test_acquisition_callback_example_runs(random_model_dir, capsys):
     (["stream", "{folder}", "--model", "{folder}/no-model.json"], 1, "cannot open model"),
     (["stream", "{folder}", "--stall-timeout", "soon"], 2, "argument --stall-timeout: invalid float value"),
     (["stream", "{folder}", "--stall-timeout", "-1"], 2, "--stall-timeout must be >= 0"),
+    (["stream", "{folder}", "--batch-size", "0"], 2,
+     "argument --batch-size: expected a positive integer (1 or more), got 0"),
+    (["stream", "{folder}", "--batch-size", "two"], 2, "argument --batch-size: expected a positive integer, got 'two'"),
 ])
 def test_stream_cli_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, capsys, argv, code, message):
     from fastcell.cli import main
@@ -611,3 +699,213 @@ def test_stream_cli_closes_the_source_when_the_model_or_the_stream_fails(random_
     out, err = capsys.readouterr()
     assert opened[-1]._closed and "done: 2 frames" in out
     assert err.strip().splitlines()[-1].startswith("fastcell stream: stopped: the capture stage of the stream failed")
+
+
+# -- statistics ------------------------------------------------------------------------------------------
+def test_fps_of_results_that_arrive_in_one_burst_counts_from_the_start(annotator):
+    """Four frames read over >= 0.6 s reach the consumer as one batch, microseconds apart: the
+    rate is at most 4 / 0.6 s, not four over those microseconds."""
+    with fastcell.stream(_slow(4, 0.15), annotator, batch_size=4, max_latency=30.0) as stream:
+        got = [r.frame_index for r in stream]
+    assert got == [0, 1, 2, 3]
+    assert 0 < stream.fps <= 4 / 0.6
+
+
+def test_fps_over_a_full_window_spans_from_the_delivery_before_it(annotator):
+    with fastcell.stream(_frames(1), annotator) as stream:
+        list(stream)
+    # 300 results in bursts of 10, one burst every 0.5 s: 20 results/s whatever the burst edges
+    stream._delivered.clear()
+    stream._delivered.extend(100.0 + 0.5 * (i // 10) + 1e-6 * (i % 10) for i in range(300))
+    window = list(stream._delivered)
+    assert len(window) == 257  # the last 256 results and the delivery before them
+    assert stream.fps == pytest.approx(256 / (window[-1] - window[0]))
+    assert stream.fps == pytest.approx(20.0, rel=0.05)
+
+
+# -- the stream's batch size ---------------------------------------------------------------------------------
+class CountingBackend:
+    """The real backend, recording the batch size of every call."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.name, self.precision, self.spec = backend.name, backend.precision, backend.spec
+        self.sizes: list[int] = []
+        self.closed = False
+
+    def infer(self, batch):
+        self.sizes.append(batch.shape[0])
+        return self.backend.infer(batch)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_batch_size_reaches_the_backend_with_a_callers_annotator(annotator):
+    counting = CountingBackend(annotator.backend)
+    caller = Annotator(counting, annotator.spec, max_batch=8)
+    frames = _frames(16)
+    with fastcell.stream(frames, caller, batch_size=16, max_latency=30.0) as stream:
+        results = list(stream)
+    assert [r.frame_index for r in results] == list(range(16))
+    assert counting.sizes == [16]  # one call, not two of the caller's max_batch
+    assert caller.max_batch == 8  # the caller's Annotator is left as it was
+
+
+# -- the stream's Annotator when inference ends ------------------------------------------------------------
+def test_the_stream_frees_its_siblings_buffers_and_leaves_the_shared_backend_open(annotator):
+    counting = CountingBackend(annotator.backend)
+    caller = Annotator(counting, annotator.spec)
+    frame = _frames(1)[0]
+    with fastcell.stream(_frames(3), caller) as stream:
+        assert len(list(stream)) == 3
+    assert _threads_stop(stream)
+    assert stream.annotator._pre._buffer.nbytes == 0  # the sibling's batch buffer is given back
+    assert caller._pre._buffer.nbytes > 0 and not counting.closed  # the caller's are untouched
+    np.testing.assert_allclose(caller(frame).boxes, annotator(frame).boxes, atol=1e-4)
+    (again,) = stream.annotator.batch([frame])  # a released sibling still works: it reallocates
+    np.testing.assert_allclose(again.boxes, annotator(frame).boxes, atol=1e-4)
+
+
+def test_an_annotator_the_stream_opened_is_closed_when_a_running_inference_returns(random_model_dir, monkeypatch):
+    release, entered = threading.Event(), threading.Event()
+    closed = []
+    real_infer = Annotator.infer
+
+    def slow_infer(self, batch):
+        entered.set()
+        release.wait(WAIT)  # a long GPU call, still running when the stream is closed
+        return real_infer(self, batch)
+
+    monkeypatch.setattr(Annotator, "infer", slow_infer)
+    monkeypatch.setattr(Annotator, "close", lambda self: closed.append(self))
+    stream = fastcell.stream(_frames(2), random_model_dir / "model.json", device="onnxruntime")
+    assert entered.wait(WAIT)
+    stream.close(timeout=0.1)  # returns without waiting for the inference
+    assert closed == []  # its backend is in use: not closed under the running call
+    release.set()
+    assert _threads_stop(stream)
+    assert closed == [stream.annotator]
+
+
+# -- Pushed: the last frame is never lost ------------------------------------------------------------------
+def test_pushed_frames_pushed_and_ended_before_reading_are_all_read():
+    source = Pushed(maxsize=4)
+    frames = _frames(3)
+    for f in frames:
+        source.push(f)
+    source.end()
+    assert [index for _, _, index, _ in source] == [0, 1, 2]
+
+
+def test_a_push_and_end_while_the_reader_times_out_does_not_lose_the_frame():
+    """The reader's wait runs out; before it looks at ``_ended``, the acquisition thread pushes
+    its last frame and ends the source. That frame must still be read."""
+    import queue as queue_module
+
+    source = Pushed()
+    frame = _frames(1)[0]
+
+    class RacingQueue(queue_module.Queue):
+        raced = False
+
+        def get(self, block=True, timeout=None):
+            if block and not RacingQueue.raced:  # the wait for a frame, which now times out...
+                RacingQueue.raced = True
+                source.push(frame)  # ...while the last frame is pushed and the source ended
+                source.end()
+                raise queue_module.Empty
+            return super().get(block, timeout)
+
+    source._queue = RacingQueue(maxsize=8)
+    items = list(source)
+    assert [index for _, _, index, _ in items] == [0]
+    np.testing.assert_array_equal(items[0][0], frame)
+
+
+# -- ImageFiles: early close, hung reads ----------------------------------------------------------------------
+def test_image_files_closed_early_neither_wait_for_queued_decodes_nor_keep_the_process_alive(tmp_path, monkeypatch):
+    from fastcell.io.sources import ImageFiles
+
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"{i}.png"))
+        cv2.imwrite(paths[-1], _frames(1, seed=i)[0])
+    hang = threading.Event()
+    started = []
+    real_read = ImageFiles._read
+
+    def read(self, path):
+        started.append(paths.index(path))
+        if path != paths[0]:
+            hang.wait(WAIT)  # a dead network drive
+        return real_read(self, path)
+
+    monkeypatch.setattr(ImageFiles, "_read", read)
+    files = iter(ImageFiles(paths, workers=1))
+    try:
+        _, path, index, _ = next(files)
+        assert (path, index) == (paths[0], 0)
+        deadline = time.monotonic() + WAIT
+        while started != [0, 1] and time.monotonic() < deadline:  # file 1 is being read (and hangs)
+            time.sleep(0.01)
+        decoders = [t for t in threading.enumerate() if t.name.startswith("fastcell-decode")]
+        assert decoders and all(t.daemon for t in decoders)  # a hung read never blocks exit
+        start = time.monotonic()
+        files.close()
+        assert time.monotonic() - start < 1.0  # neither the hung read nor the queued file 2 waited for
+    finally:
+        hang.set()
+    for t in decoders:
+        t.join(WAIT)
+    assert not any(t.is_alive() for t in decoders)
+    assert started == [0, 1]  # file 2, queued behind the hung read, was cancelled, never read
+
+
+# -- Frames: close stops what it consumes, and nothing else ---------------------------------------------
+def test_frames_close_stops_a_generator_but_not_a_users_object_with_close():
+    from fastcell.io.sources import Frames
+
+    class Recording:
+        """The caller's frame provider, with a close() of its own (a file, a camera wrapper)."""
+
+        def __init__(self) -> None:
+            self.frames = _frames(3)
+            self.closed = False
+
+        def __iter__(self):
+            return iter(self.frames)
+
+        def close(self) -> None:
+            self.closed = True
+
+    provider = Recording()
+    source = Frames(provider)
+    assert [index for _, _, index, _ in source] == [0, 1, 2]
+    source.close()
+    assert not provider.closed
+
+    def generate():
+        yield from _frames(3)
+
+    generator = generate()
+    source = Frames(generator)
+    next(iter(source))
+    source.close()
+    assert list(generator) == []  # stopped
+
+
+def test_a_stream_over_a_users_object_does_not_close_it(annotator):
+    class Provider:
+        def __init__(self) -> None:
+            self.closed = False
+
+        def __iter__(self):
+            return iter(_frames(2))
+
+        def close(self) -> None:
+            self.closed = True
+
+    provider = Provider()
+    assert len(list(fastcell.stream(provider, annotator))) == 2
+    assert not provider.closed

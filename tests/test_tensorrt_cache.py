@@ -313,3 +313,37 @@ def test_calibration_images_from_folders_and_files(tmp_path: Path) -> None:
     assert te.calibration_images([tmp_path / "b.png"]) == [tmp_path / "b.png"]
     with pytest.raises(FileNotFoundError, match="neither an image nor a folder"):
         te.calibration_images([tmp_path / "missing"])
+
+
+def test_export_format_engine_from_a_checkpoint_leaves_calibration_to_the_engine(tmp_path: Path, monkeypatch) -> None:
+    """``--calib`` with ``--format engine`` calibrates the engine: the ONNX step before it must not
+    also quantise a CPU int8 model on those images."""
+    import argparse
+
+    from fastcell.cli import export as export_cli
+
+    calls = []
+
+    def onnx_step(args):
+        calls.append((args.format, args.calib))
+        return 7  # stop here: what reached the ONNX export is the point
+
+    monkeypatch.setattr(export_cli, "run", onnx_step)
+    parser = argparse.ArgumentParser()
+    export_cli.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "last.pt"), "--out", str(tmp_path / "m"), "--format", "engine",
+                              "--precision", "int8", "--calib", str(tmp_path)])
+    assert te.run_engine_export(args) == 7
+    assert calls == [("onnx", ())]
+    assert args.calib == [str(tmp_path)] and args.format == "engine"  # the caller's arguments are untouched
+
+
+def test_export_help_says_a_model_is_accepted_with_format_engine() -> None:
+    import argparse
+
+    from fastcell.cli import export as export_cli
+
+    parser = argparse.ArgumentParser()
+    export_cli.add_arguments(parser)
+    (checkpoint,) = [a for a in parser._actions if a.dest == "checkpoint"]
+    assert "best.pt" in checkpoint.help and "--format engine" in checkpoint.help and "model folder" in checkpoint.help

@@ -20,6 +20,17 @@ from typing import NoReturn
 DEBUG_ENV = "FASTCELL_DEBUG"
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is a usage error, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (1 or more), got {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error: the full usage of a command with 25 options buries it."""
 

@@ -26,24 +26,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: seconds one image read (or video frame) may block before the run stops; a rerun resumes
+READ_STALL_TIMEOUT = 300.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fastcell.cli import positive_int
     from fastcell.io.writers import DEFAULT_FORMATS, FORMATS
 
     parser.add_argument("source", help="image folder, glob pattern ('data/**/*.png'), image file or video file")
     parser.add_argument("--out", "-o", required=True, type=Path, help="output folder (created; resumable)")
     parser.add_argument("--model", default="default", help="model name or path to model.json (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto, openvino, onnxruntime or torch (default: %(default)s)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
-                        help="backend arithmetic (default: the backend's own)")
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu, openvino, onnxruntime, tensorrt or torch (default: %(default)s)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default=None,
+                        help="backend arithmetic; fp16 is TensorRT's (default: the backend's own)")
     parser.add_argument("--write", "-w", default=",".join(DEFAULT_FORMATS), type=_formats,
                         help=f"comma-separated outputs from {','.join(FORMATS)}, or 'all' (default: %(default)s)")
     parser.add_argument("--score", type=float, default=None, help="score threshold (default: the model's)")
     parser.add_argument("--nms-iou", type=float, default=None, help="NMS IoU threshold (default: the model's)")
     parser.add_argument("--merge", choices=["multi", "single", "none"], default=None,
                         help="GBCIOU merging mode (default: the model's)")
-    parser.add_argument("--max-detections", type=int, default=None, help="most cells per image (default: the model's)")
-    parser.add_argument("--batch", type=int, default=8, help="images per inference call (default: %(default)s)")
+    parser.add_argument("--max-detections", type=positive_int, default=None,
+                        help="most cells per image (default: the model's)")
+    parser.add_argument("--batch", type=positive_int, default=8, help="images per inference call (default: %(default)s)")
     parser.add_argument("--image-format", choices=["auto", "png", "jpg", "tif"], default="auto",
                         help="segmented images, overlays and crops; auto: JPEG for JPEG sources, else PNG")
     parser.add_argument("--labels-format", choices=["png", "tif"], default="png",
@@ -210,7 +216,7 @@ def _run(args: argparse.Namespace, plan: Plan, video: Any) -> int:
     overrides = _overrides(args)
     try:
         annotator = fastcell.load(args.model, args.device, args.precision, segment=segment, keep_image=keep_image,
-                                  max_batch=max(1, args.batch), verbose=not args.quiet, **overrides)
+                                  max_batch=args.batch, verbose=not args.quiet, **overrides)
     except (FileNotFoundError, ImportError, ValueError) as err:  # no such model/backend, bad option
         print(f"fastcell annotate: cannot open model {args.model!r}: {err}", file=sys.stderr)
         return 1
@@ -271,7 +277,7 @@ def _annotate(args, plan: Plan, video, annotator, writer, outcome: _Outcome, *, 
     annotator into the writer (fills ``outcome``)."""
     import fastcell
     from fastcell.io.sources import ImageFiles
-    from fastcell.pipeline import StreamError
+    from fastcell.pipeline import StreamError, StreamStalled
 
     if plan.video is None:
         todo = [i for i, item in enumerate(plan.items) if not writer.is_done(item.key)]
@@ -289,8 +295,8 @@ def _annotate(args, plan: Plan, video, annotator, writer, outcome: _Outcome, *, 
     stream = None
     try:
         # A hung read (a dead network drive) stops the run after 5 minutes; a rerun resumes.
-        stream = fastcell.stream(source, annotator, batch_size=max(1, args.batch), keep_image=keep_image,
-                                 segment=segment, live=False, drop=False, stall_timeout=300.0,
+        stream = fastcell.stream(source, annotator, batch_size=args.batch, keep_image=keep_image,
+                                 segment=segment, live=False, drop=False, stall_timeout=READ_STALL_TIMEOUT,
                                  on_stall="raise", workers=args.workers)
         with stream:
             for result in stream:
@@ -310,7 +316,7 @@ def _annotate(args, plan: Plan, video, annotator, writer, outcome: _Outcome, *, 
                 writer.submit(result, item)
                 outcome.annotated += 1
                 progress.update(len(result))
-    except StreamError as err:  # what was written stays written; the rerun resumes from it
+    except (StreamError, StreamStalled) as err:  # what was written stays; the rerun resumes from it
         outcome.error = err
     finally:
         progress.close()

@@ -7,7 +7,8 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="training checkpoint (best.pt / last.pt)")
+    parser.add_argument("checkpoint", help="training checkpoint (best.pt / last.pt), or with --format engine "
+                                           "an exported model folder/JSON/ONNX")
     parser.add_argument("--out", required=True, help="output folder (model.onnx + model.json), e.g. engines/bccd")
     parser.add_argument("--format", choices=("onnx", "engine"), default="onnx")
     parser.add_argument("--name", default=None, help="model name in the metadata (default: the folder name)")

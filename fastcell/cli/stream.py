@@ -16,12 +16,16 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fastcell.cli import positive_int
+
     parser.add_argument("source", help="camera index (0), video file, rtsp:// or http:// URL, folder or glob")
     parser.add_argument("--model", default="default", help="model name or path to model.json (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto, openvino, onnxruntime or torch (default: %(default)s)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
-                        help="backend arithmetic (default: the backend's own default)")
-    parser.add_argument("--batch-size", type=int, default=None, help="frames per inference call")
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu, openvino, onnxruntime, tensorrt or torch (default: %(default)s)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default=None,
+                        help="backend arithmetic; fp16 is TensorRT's (default: the backend's own default)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="frames per inference call (default: 1 for cameras and URLs, 8 otherwise)")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many results (0: run to the end)")
     parser.add_argument("--no-drop", action="store_true", help="never drop frames of a live source")
     parser.add_argument("--stall-timeout", type=float, default=None,

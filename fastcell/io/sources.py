@@ -18,10 +18,12 @@ from __future__ import annotations
 import glob as globlib
 import logging
 import os
+import queue
 import threading
 import time
+import types
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -45,10 +47,18 @@ Item = tuple[np.ndarray, str, int, float]
 
 
 class Source:
-    """Base class: an iterable of ``(frame, source_name, index, timestamp)`` with a ``live`` flag."""
+    """Base class: an iterable of ``(frame, source_name, index, timestamp)`` with a ``live`` flag.
+
+    ``heartbeat`` is for sources whose one read may take several steps (a camera that reconnects:
+    a failed read, a pause, a reopen, a new read): the ``time.monotonic()`` at which the current
+    step began, or None. :func:`fastcell.stream` times a stall from the later of the read's start
+    and the last heartbeat, so a source that is visibly working on getting its next frame is not
+    given up on as stalled; only a step that itself blocks too long is.
+    """
 
     name: str = "frames"
     live: bool = False
+    heartbeat: float | None = None
 
     def __init__(self) -> None:
         self.failed: list[tuple[str, str]] = []
@@ -107,8 +117,49 @@ def read_image(path: str | Path, *, check: bool = True) -> np.ndarray:
         raise ValueError(f"unsupported image: {err}") from None
 
 
+class _DaemonPool:
+    """A few daemon threads running submitted calls, for reads that may hang.
+
+    Unlike :class:`concurrent.futures.ThreadPoolExecutor`, whose threads the interpreter joins at
+    exit, a read stuck here (a dead network drive) never keeps the process alive, and
+    :meth:`shutdown` never waits.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+                         for i in range(max(1, int(workers)))]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        self._tasks.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            future, fn, args = task
+            if not future.set_running_or_notify_cancel():  # cancelled while queued
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as err:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(err)
+            else:
+                future.set_result(result)
+
+    def shutdown(self) -> None:
+        """Let the threads end after their current call, without waiting for them."""
+        for _ in self._threads:
+            self._tasks.put(None)  # behind the queued (cancelled) calls, which are skipped
+
+
 class ImageFiles(Source):
-    """A list of image files, read in order, decoded ahead by a small thread pool.
+    """A list of image files, read in order, decoded ahead by a small pool of daemon threads.
 
     Each file is decoded and checked (:func:`read_image`) in the pool, so a corrupt or unsupported
     file is recorded in ``failed`` and skipped before it reaches the stream.
@@ -144,8 +195,9 @@ class ImageFiles(Source):
 
     def __iter__(self) -> Iterator[Item]:
         self._closed = False
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="fastcell-decode") as pool:
-            pending: deque = deque()
+        pool = _DaemonPool(self.workers, "fastcell-decode")
+        pending: deque = deque()
+        try:
             paths = iter(enumerate(self.paths))
             for index, path in paths:
                 pending.append((index, path, pool.submit(self._read, path)))
@@ -162,8 +214,12 @@ class ImageFiles(Source):
                     self.failed.append((path, reason))
                     continue
                 yield image, path, index, time.monotonic()
+        finally:
+            # Also when the consumer stops early: drop the decodes not started, and do not wait
+            # for a running one (it may hang; its daemon thread ends with it).
             for _, _, future in pending:
                 future.cancel()
+            pool.shutdown()
 
     def close(self) -> None:
         self._closed = True
@@ -184,7 +240,11 @@ class VideoCapture(Source):
     open_timeout, read_timeout : float
         Seconds OpenCV may take to open the target / to read one frame, where its backend supports
         these limits (FFmpeg: files and network streams); a frozen stream then fails the read
-        instead of blocking it. Other backends (e.g. V4L2 cameras) open without them.
+        instead of blocking it, and a reconnect can follow. Camera backends that refuse these
+        limits (e.g. V4L2) open without them. Both default to 5 s, below the stream's 10 s stall
+        limit (``fastcell.pipeline.STALL_TIMEOUT``), which each step of a reconnect restarts
+        (see ``heartbeat`` in :class:`Source`): a read that times out is then retried, not
+        taken for a stall.
 
     Notes
     -----
@@ -196,8 +256,8 @@ class VideoCapture(Source):
     """
 
     def __init__(self, target: int | str, *, live: bool | None = None, reconnect: int = 0,
-                 reconnect_delay: float = 1.0, api: int = cv2.CAP_ANY, open_timeout: float = 10.0,
-                 read_timeout: float = 10.0) -> None:
+                 reconnect_delay: float = 1.0, api: int = cv2.CAP_ANY, open_timeout: float = 5.0,
+                 read_timeout: float = 5.0) -> None:
         super().__init__()
         self.target = target
         self.name = f"camera:{target}" if isinstance(target, int) else str(target)
@@ -220,10 +280,26 @@ class VideoCapture(Source):
         return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, round(self.open_timeout * 1000)),
                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, round(self.read_timeout * 1000))]
 
+    def _timeouts_may_be_refused(self) -> bool:
+        """Whether a failed open with the timeouts may be a backend refusing them.
+
+        Backends refuse to open with parameters they do not know (OpenCV checks for unused ones):
+        camera backends such as V4L2 do, and so may the one that reads a local file FFmpeg cannot
+        (a retry there costs nothing). A URL goes to FFmpeg when it is present, which takes both
+        timeouts: there a failure is the stream's own.
+        """
+        if isinstance(self.target, int) or not _is_url(str(self.target)):
+            return True
+        if self.api not in (cv2.CAP_ANY, cv2.CAP_FFMPEG):
+            return True
+        return not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG)
+
     def _open(self) -> Any:
-        # Backends refuse to open with parameters they do not know (OpenCV checks for unused
-        # ones), so try with the timeouts first, then without.
-        for params in (self._timeouts(), []):
+        # Only where the timeouts may be what failed is the open retried without them: for an
+        # unreachable URL the retry would block for OpenCV's own, longer open timeout.
+        attempts = [self._timeouts()] + ([[]] if self._timeouts_may_be_refused() else [])
+        for params in attempts:
+            self.heartbeat = time.monotonic()
             cap = cv2.VideoCapture(self.target, self.api, params)
             if cap.isOpened():
                 return cap
@@ -265,6 +341,7 @@ class VideoCapture(Source):
                 return
             failures += 1
             self.reconnects += 1
+            self.heartbeat = time.monotonic()  # each step of a reconnect restarts the stall timer
             log.warning("fastcell: %s stopped delivering frames; reconnect %d/%d in %.1f s",
                         self.name, failures, self.reconnect, self.reconnect_delay)
             if self._closed.wait(self.reconnect_delay):
@@ -276,6 +353,7 @@ class VideoCapture(Source):
                 self._cap = self._open()
             except OSError as err:
                 log.warning("fastcell: %s", err)
+            self.heartbeat = time.monotonic()  # the read on the new capture begins
 
     def close(self) -> None:
         """Stop reading (any thread). The device is released by the reading thread, or here when
@@ -315,10 +393,11 @@ class Frames(Source):
 
     def close(self) -> None:
         self._closed = True
-        close = getattr(self.frames, "close", None)  # generators: stop them
-        if callable(close) and not isinstance(self.frames, np.ndarray):
+        # A generator handed over is consumed here and nowhere else: stop it. Any other object
+        # with a close() (a file, a camera wrapper) is the caller's to close, not ours.
+        if isinstance(self.frames, types.GeneratorType):
             try:
-                close()
+                self.frames.close()
             except (ValueError, RuntimeError):  # a generator running in another thread
                 pass
 
@@ -490,8 +569,6 @@ class Pushed(Source):
 
     def __init__(self, name: str = "pushed", maxsize: int = 8, *, copy: bool = True) -> None:
         super().__init__()
-        import queue
-
         self.name = name
         self.copy = bool(copy)
         self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, int(maxsize)))
@@ -513,7 +590,7 @@ class Pushed(Source):
         copy : bool, optional
             Override the source's ``copy`` setting for this frame.
         """
-        if self._ended:
+        if self._ended:  # checked again under the lock; this one only skips a useless copy
             raise RuntimeError(f"source {self.name!r} has ended; push() after end()")
         if self._closed:  # the stream stopped: nobody will read this frame
             with self._lock:
@@ -522,6 +599,10 @@ class Pushed(Source):
         if self.copy if copy is None else copy:
             frame = np.array(frame, copy=True)  # the SDK may refill its buffer as soon as we return
         with self._lock:
+            # end() takes the lock too: once the reader sees _ended, every frame pushed before
+            # end() is already in the queue
+            if self._ended:
+                raise RuntimeError(f"source {self.name!r} has ended; push() after end()")
             item = (frame, self.name, self._index, time.monotonic())
             self._index += 1
             while True:
@@ -537,14 +618,24 @@ class Pushed(Source):
 
     def end(self) -> None:
         """No more frames: the stream finishes the pushed ones and stops."""
-        self._ended = True
+        with self._lock:
+            self._ended = True
 
     def __iter__(self) -> Iterator[Item]:
         while not self._closed:
             try:
                 yield self._queue.get(timeout=0.05)
             except self._empty:
-                if self._ended:
+                with self._lock:
+                    ended = self._ended
+                if ended:
+                    # A push() and end() may both have come after the wait above ran out: the
+                    # queue is final now, so take what it holds before stopping.
+                    while not self._closed:
+                        try:
+                            yield self._queue.get_nowait()
+                        except self._empty:
+                            return
                     return
 
     def close(self) -> None:

@@ -72,10 +72,12 @@ def open_backend(spec: ModelSpec, device: str = "auto", precision: str | None = 
         ``"auto"``: TensorRT when an NVIDIA GPU, ``tensorrt`` and ``cuda-python`` are present, else
         the fastest CPU backend. ``"cpu"``: the fastest CPU backend present (OpenVINO, else ONNX
         Runtime). ``"tensorrt"`` (aliases ``"cuda"``, ``"gpu"``): the GPU path.
-    precision : {None, "fp32", "bf16", "int8"}
-        ``None``: the backend's default (OpenVINO: bf16 where the CPU has it).
+    precision : {None, "fp32", "bf16", "int8", "fp16"}
+        ``None``: the backend's default (OpenVINO: bf16 where the CPU has it; TensorRT: fp16).
+        ``"fp16"`` is TensorRT's only: the CPU backends refuse it with a ValueError.
     **options
-        Passed to the backend class (``throughput=True``, ``num_threads=``, ``checkpoint=`` ...).
+        Passed to the backend class (``num_threads=``, ``checkpoint=`` ...). ``throughput=True``
+        (OpenVINO's two-request mode) is dropped for every other backend.
 
     Returns
     -------
@@ -91,9 +93,12 @@ def open_backend(spec: ModelSpec, device: str = "auto", precision: str | None = 
             choices.remove("tensorrt")  # TensorRT runs fp16/int8/fp32 here; bf16 is OpenVINO's
         if precision == "bf16" and "openvino" not in choices:
             raise ValueError("precision='bf16' needs OpenVINO, which is not installed: pip install openvino")
+        if precision == "fp16" and choices[0] != "tensorrt":
+            raise ValueError("precision='fp16' needs the tensorrt backend (an NVIDIA GPU with "
+                             "fastcell[tensorrt]); the CPU backends run fp32, bf16 (OpenVINO) or int8")
         name = choices[0]
-        if name != "openvino":
-            options.pop("throughput", None)  # an OpenVINO-only option
+    if name != "openvino":
+        options.pop("throughput", None)  # an OpenVINO-only option: the others have no such mode
     if name not in BACKENDS:
         raise ValueError(f"unknown device {device!r}; expected one of 'auto', 'cpu', {', '.join(map(repr, BACKENDS))}")
     module_name, class_name, package = BACKENDS[name]

@@ -22,7 +22,8 @@ class OnnxRuntimeBackend:
         The model.
     precision : {None, "fp32", "int8"}
         ``None`` and ``"fp32"`` run the float model; ``"int8"`` the calibrated ``model_int8.onnx``.
-        ONNX Runtime has no bf16 CPU kernels for this network, so ``"bf16"`` raises ValueError.
+        ONNX Runtime has no bf16 CPU kernels for this network, so ``"bf16"`` raises ValueError, as
+        does ``"fp16"`` (a GPU precision: the tensorrt backend's).
     num_threads : int, optional
         Intra-op threads (default: ONNX Runtime's choice, all cores).
     """
@@ -33,8 +34,10 @@ class OnnxRuntimeBackend:
                  num_threads: int | None = None) -> None:
         ort = require("onnxruntime", what="the ONNX Runtime backend")
         if precision not in (None, "fp32", "int8"):
+            needs = {"bf16": " (bf16 needs the openvino backend)",
+                     "fp16": " (fp16 needs the tensorrt backend: an NVIDIA GPU)"}.get(precision, "")
             raise ValueError(f"the onnxruntime backend runs precision None, 'fp32' or 'int8', got "
-                             f"{precision!r} (bf16 needs the openvino backend)")
+                             f"{precision!r}{needs}")
         self.spec = spec
         model_path = int8_model_path(spec) if precision == "int8" else spec.model_path
         if not model_path.is_file():
@@ -53,10 +56,14 @@ class OnnxRuntimeBackend:
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = check_batch(batch, self.spec.input_size)
         with self._lock:
+            if self._session is None:
+                raise RuntimeError("this ONNX Runtime backend is closed")
             return list(self._session.run(self._outputs, {self._input: batch}))
 
     def close(self) -> None:
-        self._session = None
+        """Release the session (idempotent); waits for a running :meth:`infer` to return."""
+        with self._lock:
+            self._session = None
 
     def __repr__(self) -> str:
         return f"OnnxRuntimeBackend({self.spec.name!r}, precision={self.precision!r})"

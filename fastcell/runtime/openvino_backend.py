@@ -56,7 +56,9 @@ class OpenVINOBackend:
                  num_threads: int | None = None) -> None:
         ov = require("openvino", what="the OpenVINO backend")
         if precision not in (None, "fp32", "bf16", "int8"):
-            raise ValueError(f"precision must be None, 'fp32', 'bf16' or 'int8', got {precision!r}")
+            needs = " (fp16 needs the tensorrt backend: an NVIDIA GPU)" if precision == "fp16" else ""
+            raise ValueError(f"the openvino backend runs precision None, 'fp32', 'bf16' or 'int8', got "
+                             f"{precision!r}{needs}")
         self.spec = spec
         self._core = ov.Core()
         model_path = spec.model_path
@@ -89,6 +91,8 @@ class OpenVINOBackend:
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = check_batch(batch, self.spec.input_size)
         with self._lock:
+            if self._request is None:
+                raise RuntimeError("this OpenVINO backend is closed")
             if self._queue is None or batch.shape[0] < 2:
                 return self._run(self._request, batch)
             return self._run_split(batch)
@@ -113,9 +117,11 @@ class OpenVINOBackend:
         return [np.concatenate([parts[0][k], parts[1][k]]) for k in range(len(self._outputs))]
 
     def close(self) -> None:
-        self._queue = None
-        self._request = None
-        self._compiled = None
+        """Release the compiled model (idempotent); waits for a running :meth:`infer` to return."""
+        with self._lock:
+            self._queue = None
+            self._request = None
+            self._compiled = None
 
     def __repr__(self) -> str:
         mode = ", throughput" if self.throughput else ""

@@ -180,6 +180,8 @@ class TensorRTBackend:
         self._local = threading.local()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when the last running infer returns
+        self._running = 0
 
     def _check_io(self, trt) -> None:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
@@ -191,12 +193,10 @@ class TensorRTBackend:
                 raise RuntimeError(f"{self.engine_path}: tensor {name!r} is {self._engine.get_tensor_dtype(name)}, "
                                    "expected float32 (fastcell builds engines with float32 inputs and outputs)")
 
-    def _worker(self) -> _Worker:
+    def _worker(self, engine) -> _Worker:
         worker = getattr(self._local, "worker", None)
         if worker is None:
-            if self._engine is None:
-                raise RuntimeError("this TensorRT backend is closed")
-            worker = _Worker(self._engine, self.spec, self.profile.max, self.device, self._cuda_graphs)
+            worker = _Worker(engine, self.spec, self.profile.max, self.device, self._cuda_graphs)
             self._local.worker = worker
             with self._lock:
                 self._workers.append(worker)
@@ -204,20 +204,38 @@ class TensorRTBackend:
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = check_batch(batch, self.spec.input_size)
-        worker = self._worker()
-        step = self.profile.max
-        if batch.shape[0] <= step:
-            return worker.run(batch)
-        parts = [worker.run(batch[i:i + step]) for i in range(0, batch.shape[0], step)]
-        return [np.concatenate(per_head) for per_head in zip(*parts)]
+        with self._lock:  # counted, so that close() never frees buffers under a running call
+            engine = self._engine
+            if engine is None:
+                raise RuntimeError("this TensorRT backend is closed")
+            self._running += 1
+        try:
+            worker = self._worker(engine)
+            step = self.profile.max
+            if batch.shape[0] <= step:
+                return worker.run(batch)
+            parts = [worker.run(batch[i:i + step]) for i in range(0, batch.shape[0], step)]
+            return [np.concatenate(per_head) for per_head in zip(*parts)]
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._idle.notify_all()
 
     def close(self) -> None:
+        """Release the engine and every thread's buffers (idempotent).
+
+        New calls are refused at once; calls already running (in other threads) are waited for,
+        as their worker's buffers and stream are freed here.
+        """
         with self._lock:
+            self._engine = None
+            while self._running:
+                self._idle.wait()
             workers, self._workers = self._workers, []
         for worker in workers:
             worker.release()
         self._local = threading.local()
-        self._engine = None
         self._runtime = None
 
     def __repr__(self) -> str:

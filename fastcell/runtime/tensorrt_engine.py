@@ -552,6 +552,7 @@ def run_engine_export(args: Any) -> int:
 
         onnx_args = copy.copy(args)
         onnx_args.format = "onnx"
+        onnx_args.calib = ()  # the images are the engine's calibration, not a CPU int8 model's
         status = export_cli.run(onnx_args)
         if status:
             return status

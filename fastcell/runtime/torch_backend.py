@@ -54,7 +54,8 @@ class TorchBackend:
                  precision: str | None = None, channels_last: bool = True) -> None:
         torch = require("torch", "train", "the torch backend")
         if precision not in (None, "fp32"):
-            raise ValueError(f"the torch backend runs fp32 only, got precision={precision!r}")
+            needs = " (fp16 needs the tensorrt backend: an NVIDIA GPU)" if precision == "fp16" else ""
+            raise ValueError(f"the torch backend runs fp32 only, got precision={precision!r}{needs}")
         self.spec = spec
         self.precision = "fp32"
         if model is None:
@@ -82,6 +83,8 @@ class TorchBackend:
         batch = check_batch(batch, self.spec.input_size)
         torch = self._torch
         with self._lock, torch.inference_mode():
+            if self._model is None:
+                raise RuntimeError("this torch backend is closed")
             x = torch.from_numpy(batch)
             if self._channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -89,7 +92,9 @@ class TorchBackend:
             return [np.ascontiguousarray(h.float().numpy()) for h in heads]
 
     def close(self) -> None:
-        self._model = None
+        """Release the model (idempotent); waits for a running :meth:`infer` to return."""
+        with self._lock:
+            self._model = None
 
     def __repr__(self) -> str:
         return f"TorchBackend({self.spec.name!r}, precision='fp32')"
