@@ -97,9 +97,11 @@ def test_export_cli_writes_onnx_json_and_a_calibrated_int8_model(model, tmp_path
     torch.save({"classes": list(CLASSES), "anchors": ANCHORS.tolist(), "input_size": 416,
                 "model": model.state_dict()}, checkpoint)
     out = tmp_path / "engine"
-    assert main(["export", str(checkpoint), "--out", str(out), "--weights", "fp32",
-                 "--calib", *map(str, bccd_images[:4])]) == 0
+    assert main(["export", str(checkpoint), "--out", str(out), "--calib", *map(str, bccd_images[:4])]) == 0
     assert {p.name for p in out.iterdir()} >= {"model.onnx", "model.json", "model_int8.onnx"}
+    # the weights really are int8: about half the fp16-weights file (a quantiser that skipped the
+    # fp16 + Cast weights would leave it as large as the float model)
+    assert (out / "model_int8.onnx").stat().st_size < 0.6 * (out / "model.onnx").stat().st_size
     spec = ModelSpec.load(out / "model.json")
     batch = _real_inputs(bccd_images[4:6])  # images the calibration did not see
     fp32 = open_backend(spec, "onnxruntime", "fp32").infer(batch)
@@ -108,3 +110,20 @@ def test_export_cli_writes_onnx_json_and_a_calibrated_int8_model(model, tmp_path
     for a, b in zip(fp32, int8_backend.infer(batch)):
         # int8 error is a few percent of the output range (a broken calibration is ~100 %)
         assert np.abs(a - b).max() < 0.1 * (a.max() - a.min())
+
+
+def test_float32_initializers_undo_fp16_storage_exactly(model, tmp_path):
+    from fastcell.export import fp16_initializers
+    from fastcell.runtime.calibrate import float32_initializers
+
+    spec = export_onnx(model=model, spec=ModelSpec(classes=CLASSES, anchors=ANCHORS), out_dir=tmp_path, weights="fp32")
+    proto = onnx.load(str(spec.model_path))
+    restored = float32_initializers(fp16_initializers(onnx.load(str(spec.model_path))))
+    assert not any(n.op_type == "Cast" for n in restored.graph.node)
+    assert {i.name for i in restored.graph.initializer} == {i.name for i in proto.graph.initializer}
+    halves = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for init in restored.graph.initializer:
+        array = onnx.numpy_helper.to_array(init)
+        assert array.dtype == np.float32
+        expected = halves[init.name] if array.size < 1024 else halves[init.name].astype(np.float16).astype(np.float32)
+        np.testing.assert_array_equal(array, expected)

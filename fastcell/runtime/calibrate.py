@@ -10,6 +10,7 @@ before shipping it: calibration on too few or unrepresentative images loses smal
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -59,7 +60,34 @@ def quantize_int8(spec: ModelSpec, images: Iterable[str | Path | np.ndarray], *,
             return next(self._it, None)
 
     out = int8_model_path(spec)
-    quant.quantize_static(str(spec.model_path), str(out), Reader(), quant_format=quant.QuantFormat.QDQ,
-                          activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
-                          per_channel=True, calibrate_method=quant.CalibrationMethod.MinMax)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The quantiser only quantises weights it finds as float32 initializers; shipped models store
+        # them as float16 + Cast, which it would leave in float (an "int8" model as large as the float one).
+        float_model = Path(tmp) / "model_fp32.onnx"
+        onnx = require("onnx", "train", "int8 calibration")
+        onnx.save(float32_initializers(onnx.load(str(spec.model_path))), str(float_model))
+        quant.quantize_static(str(float_model), str(out), Reader(), quant_format=quant.QuantFormat.QDQ,
+                              activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
+                              per_channel=True, calibrate_method=quant.CalibrationMethod.MinMax)
     return out
+
+
+def float32_initializers(model_proto):
+    """Undo :func:`fastcell.export.fp16_initializers`: each float16 initializer read only through a
+    Cast to float32 becomes a float32 initializer under the Cast's output name, and the Cast goes.
+
+    Returns the ``onnx.ModelProto`` (changed in place).
+    """
+    from onnx import TensorProto, numpy_helper
+
+    graph = model_proto.graph
+    halves = {i.name: i for i in graph.initializer if i.data_type == TensorProto.FLOAT16}
+    for node in list(graph.node):
+        if node.op_type == "Cast" and len(node.input) == 1 and node.input[0] in halves \
+                and node.attribute[0].i == TensorProto.FLOAT:
+            half = halves[node.input[0]]
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(half).astype(np.float32),
+                                                             name=node.output[0]))
+            graph.initializer.remove(half)
+            graph.node.remove(node)
+    return model_proto
