@@ -89,11 +89,11 @@ def bench_backends(spec, batch: np.ndarray) -> dict[str, float]:
     print("\n== inference per image (batch 1 / batch 8), ms ==")
     out = {}
     configs = [("openvino", None, {}), ("openvino", "fp32", {}), ("openvino", None, {"throughput": True}),
-               ("onnxruntime", None, {})]
+               ("openvino", "int8", {}), ("onnxruntime", None, {}), ("onnxruntime", "int8", {})]
     for device, precision, options in configs:
         try:
             backend = open_backend(spec, device, precision, **options)
-        except (ImportError, ValueError) as err:
+        except (ImportError, ValueError, FileNotFoundError) as err:
             print(f"  {device:12s} {precision or '':5s} unavailable: {err}")
             continue
         backend.infer(batch[:1])

@@ -103,6 +103,7 @@ def test_export_cli_writes_onnx_json_and_a_calibrated_int8_model(model, tmp_path
     # fp16 + Cast weights would leave it as large as the float model)
     assert (out / "model_int8.onnx").stat().st_size < 0.6 * (out / "model.onnx").stat().st_size
     spec = ModelSpec.load(out / "model.json")
+    assert spec.extra["int8"]["file"] == "model_int8.onnx" and spec.extra["int8"]["calibration_images"] == 4
     batch = _real_inputs(bccd_images[4:6])  # images the calibration did not see
     fp32 = open_backend(spec, "onnxruntime", "fp32").infer(batch)
     int8_backend = open_backend(spec, "onnxruntime", "int8")

@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
         images = calibration_images(args.calib, min(args.calib_count, 64))
         out = quantize_int8(spec, images, limit=len(images))
+        spec.extra["int8"] = {"file": out.name, "calibration_images": len(images),
+                              "calibration_method": "ONNX Runtime static QDQ, MinMax, per-channel int8 weights"}
+        spec.save(spec.path)
         print(f"wrote {out} (int8 for OpenVINO / ONNX Runtime, calibrated on {len(images)} images; "
               f"measure its cost: fastcell val DATA --model {args.out} --precision int8)")
     return 0
