@@ -117,8 +117,9 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "test", out
     if segmentation_data is not None:
         from fastcell.evaluation.segmentation import evaluate_segmentation
 
+        # masks are cut from the boxes a user would get: those at the operating threshold
         seg = evaluate_segmentation(predictor, segmentation_data, cell_classes, names=segmentation_names,
-                                    progress=progress)
+                                    thresholds=replace(spec.thresholds, score=op_score), progress=progress)
         report["segmentation"] = {"data": str(segmentation_data), "cell_classes": list(cell_classes or []),
                                   "disc": spec.segmentation.disc, "hsv_low": spec.segmentation.hsv_low,
                                   "hsv_high": spec.segmentation.hsv_high, **seg.to_dict()}
