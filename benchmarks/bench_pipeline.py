@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,18 +175,8 @@ def bench_straightforward(model: Path, frames: list[np.ndarray]) -> float:
     shipped = open_backend(spec, "onnxruntime", "fp32")
     heads_of = {}
 
-    def letterbox(frame):  # resize + pad + BGR→RGB + HWC→CHW + /255, as the authors' loaders do
-        h, w = frame.shape[:2]
-        r = min(spec.input_size / h, spec.input_size / w)
-        nh, nw = round(h * r), round(w * r)
-        top, left = (spec.input_size - nh) // 2, (spec.input_size - nw) // 2
-        canvas = np.full((spec.input_size, spec.input_size, 3), spec.pad_value, np.uint8)
-        canvas[top:top + nh, left:left + nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        x = canvas[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0
-        return np.ascontiguousarray(x), np.array([r, left, top, w, h], np.float32)  # fastcell's params order
-
     def one(i, frame):
-        x, params = letterbox(frame)
+        x, params = baseline.letterbox(frame, spec.input_size, spec.pad_value)
         with torch.inference_mode():
             net(torch.from_numpy(x[None]))
         if i not in heads_of:  # the shipped model's outputs for this frame (computed once, untimed)

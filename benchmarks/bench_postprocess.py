@@ -40,7 +40,6 @@ import numpy as np  # noqa: E402
 from fastcell import ops  # noqa: E402
 from fastcell.reference import baseline  # noqa: E402
 from fastcell.reference.boxes import encode_heads  # noqa: E402
-from fastcell.reference.image import letterbox as cv2_letterbox  # noqa: E402
 from fastcell.spec import HEAD_ANCHORS, Segmentation, Thresholds  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "bccd"
@@ -162,9 +161,9 @@ def main() -> None:
            median_seconds(lambda: ops.segment_cells(image, boxes, scores, *SEG), fast_r, 5))
     row(f"segment_cells: {S.disc} ∩ HSV, {len(boxes)} boxes", *seg)
     row("frame total: postprocess + segmentation", post[0] + seg[0], post[1] + seg[1])
-    letterbox = (median_seconds(lambda: cv2_letterbox(image, SIZE), base_r, 5),
+    letterbox = (median_seconds(lambda: baseline.letterbox(image, SIZE), base_r, 5),
                  median_seconds(lambda: ops.letterbox(image, SIZE), fast_r, 5))
-    row(f"letterbox {w}×{h} → 3×{SIZE}×{SIZE} (cv2.resize + canvas)", *letterbox)
+    row(f"letterbox {w}×{h} → 3×{SIZE}×{SIZE} (cv2 resize, border, blob)", *letterbox)
 
     # (b) a batch of 8 frames of different sizes
     batch = []

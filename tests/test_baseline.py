@@ -8,6 +8,7 @@ for disc-edge pixels (under 0.5 % of the mask pixels).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -151,3 +152,13 @@ def test_segment_cells_agrees_on_bccd(truths, settings):
         np.testing.assert_array_equal(segmented[same], base_segmented[same])
         differ, total = differ + int(mismatch.sum()), total + int((labels > 0).sum())
     assert total > 0 and differ / total < 0.005
+
+
+@pytest.mark.parametrize("size", [(640, 480), (333, 251), (200, 420)])
+def test_letterbox_agrees_within_one_step(size):
+    image = cv2.resize(cv2.imread(str(Path(__file__).parent / "data" / "bccd" / "BloodImage_00007.jpg")), size)
+    ours, ours_params = ops.letterbox(image)
+    theirs, theirs_params = baseline.letterbox(image)
+    np.testing.assert_array_equal(ours_params, theirs_params)
+    # cv2 rounds the resized pixels to uint8 before scaling; fastcell keeps them in float
+    assert np.abs(ours - theirs).max() <= 1 / 255 + 1e-6

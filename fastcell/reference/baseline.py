@@ -19,9 +19,23 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["decode", "nms", "gbciou_merge", "postprocess", "segment_cells"]
+__all__ = ["letterbox", "decode", "nms", "gbciou_merge", "postprocess", "segment_cells"]
 
 _MAX_LOG_SCALE = np.float32(math.log(1000.0 / 16.0))  # as fastcell: a box at most 62.5 × its anchor
+
+
+def letterbox(image: np.ndarray, size: int = 416, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 BGR → ``(3, size, size)`` float32 RGB in [0, 1] and the ops' ``params``: ``cv2.resize``,
+    ``cv2.copyMakeBorder`` and ``cv2.dnn.blobFromImage`` (BGR→RGB, HWC→CHW and the scaling in C++)."""
+    from fastcell.reference.image import letterbox_geometry
+
+    height, width = image.shape[:2]
+    scale, new_w, new_h, pad_x, pad_y = letterbox_geometry(width, height, size)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    padded = cv2.copyMakeBorder(resized, pad_y, size - new_h - pad_y, pad_x, size - new_w - pad_x,
+                                cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    blob = cv2.dnn.blobFromImage(padded, 1 / 255.0, swapRB=True)
+    return blob[0], np.array([scale, pad_x, pad_y, width, height], np.float32)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
