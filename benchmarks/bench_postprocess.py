@@ -163,7 +163,7 @@ def main() -> None:
     row("frame total: postprocess + segmentation", post[0] + seg[0], post[1] + seg[1])
     letterbox = (median_seconds(lambda: baseline.letterbox(image, SIZE), base_r, 5),
                  median_seconds(lambda: ops.letterbox(image, SIZE), fast_r, 5))
-    row(f"letterbox {w}×{h} → 3×{SIZE}×{SIZE} (cv2 resize, border, blob)", *letterbox)
+    row(f"letterbox {w}×{h} → 3×{SIZE}×{SIZE} (cv2 + NumPy)", *letterbox)
 
     # (b) a batch of 8 frames of different sizes
     batch = []

@@ -26,7 +26,8 @@ _MAX_LOG_SCALE = np.float32(math.log(1000.0 / 16.0))  # as fastcell: a box at mo
 
 def letterbox(image: np.ndarray, size: int = 416, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
     """uint8 BGR → ``(3, size, size)`` float32 RGB in [0, 1] and the ops' ``params``: ``cv2.resize``,
-    ``cv2.copyMakeBorder`` and ``cv2.dnn.blobFromImage`` (BGR→RGB, HWC→CHW and the scaling in C++)."""
+    ``cv2.copyMakeBorder``, then the planes split and stacked in RGB order and scaled (the fastest of
+    the usual ways here: ``cv2.dnn.blobFromImage`` takes ~10× longer, a strided NumPy transpose more)."""
     from fastcell.reference.image import letterbox_geometry
 
     height, width = image.shape[:2]
@@ -34,8 +35,9 @@ def letterbox(image: np.ndarray, size: int = 416, pad_value: int = 114) -> tuple
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     padded = cv2.copyMakeBorder(resized, pad_y, size - new_h - pad_y, pad_x, size - new_w - pad_x,
                                 cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
-    blob = cv2.dnn.blobFromImage(padded, 1 / 255.0, swapRB=True)
-    return blob[0], np.array([scale, pad_x, pad_y, width, height], np.float32)
+    blue, green, red = cv2.split(padded)
+    chw = np.stack([red, green, blue]).astype(np.float32) * np.float32(1 / 255)
+    return chw, np.array([scale, pad_x, pad_y, width, height], np.float32)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
