@@ -549,3 +549,38 @@ def test_segment_batch_bad_input(change, error, message):
     args.update(change)
     with pytest.raises(error, match=message):
         ops.segment_cells_batch(**args)
+
+
+def test_kernels_leave_the_uint8_dtype_refcount_alone_across_threads():
+    """No Python object is touched once the GIL is released: a dtype reference taken and dropped
+    there races with threads that hold the GIL, and numpy's uint8 dtype drains to zero over a long
+    stream ("Reference count error detected: ... dtype 2 (B)")."""
+    import sys
+    import threading
+
+    image = np.zeros((16, 16, 3), np.uint8)
+    boxes, scores = np.array([[2, 2, 12, 12]], np.float32), np.array([0.9], np.float32)
+    u8, stop = np.dtype(np.uint8), threading.Event()
+
+    def churn():  # takes and drops references to the uint8 dtype while holding the GIL
+        while not stop.is_set():
+            for _ in range(100):
+                np.empty(1, np.uint8)
+
+    def work():
+        for _ in range(5000):
+            ops.letterbox(image, 8)
+            ops.letterbox_batch([image, image], size=8)
+            ops.segment_cells_batch([image], [boxes], [scores])
+
+    before = sys.getrefcount(u8)
+    churner = threading.Thread(target=churn)
+    churner.start()
+    workers = [threading.Thread(target=work) for _ in range(2)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    churner.join()
+    assert sys.getrefcount(u8) == before

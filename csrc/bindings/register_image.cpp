@@ -41,6 +41,9 @@ std::string describe(const py::handle& obj) {
 struct ImageArg {
   py::array array;
   int height = 0, width = 0, channels = 0;
+  // Read while the GIL is held: py::array::itemsize() goes through a dtype object, whose reference
+  // count must not be touched once the GIL is released (a race that drains numpy's uint8 dtype).
+  int itemsize = 0;
   std::ptrdiff_t row_stride = 0;  // elements
 
   template <typename T>
@@ -64,6 +67,7 @@ ImageArg layout_image(py::array arr) {
     if (!arr) throw py::error_already_set();
   }
   img.array = arr;
+  img.itemsize = static_cast<int>(item);
   img.row_stride = static_cast<std::ptrdiff_t>(arr.strides(0) / item);
   return img;
 }
@@ -103,7 +107,7 @@ float checked_pad(double pad_value) {
 }
 
 core::LetterboxParams letterbox_one(const ImageArg& img, int size, float pad, float* out) {
-  if (img.array.itemsize() == 1) return core::letterbox(img.view<std::uint8_t>(), size, pad, out);
+  if (img.itemsize == 1) return core::letterbox(img.view<std::uint8_t>(), size, pad, out);
   return core::letterbox(img.view<std::uint16_t>(), size, pad, out);
 }
 
