@@ -43,7 +43,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fastcell.annotator import Annotator
-from fastcell.io.sources import ImageFiles, Pushed, Source, VideoCapture, open_source
+from fastcell.io.sources import STALL_TIMEOUT, ImageFiles, Source, open_source
 from fastcell.preprocess import check_frame
 from fastcell.results import Result
 
@@ -53,8 +53,6 @@ log = logging.getLogger("fastcell")
 
 _POLL = 0.05  # seconds between checks of the stop flags while waiting on a queue
 _SOURCE_GRACE = 0.5  # seconds close() waits for a capture thread that may be stuck in the source
-STALL_TIMEOUT = 10.0  # seconds: stall_timeout="auto" for live sources other than Pushed
-_STEP_MARGIN = 1.0  # seconds a camera's own time limit for one step must stay below the stall limit
 _FPS_WINDOW = 256  # results over which Stream.fps is measured
 
 
@@ -479,7 +477,8 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
         processed) and :class:`~fastcell.io.sources.Pushed` sources (acquisition may pause;
         ``end()`` ends them). For a camera/URL, "auto" is at least its longest read, open or
         reconnect-pause limit plus a second (the defaults fit in 10 s), so that a reconnect can
-        still happen. A number applies to any source; each step of a reconnect gets all of it.
+        still happen. Each source says its own (``Source.auto_stall_timeout``). A number applies
+        to any source; each step of a reconnect gets all of it.
     on_stall : {"end", "raise"}
         What a stall does: end the stream after the frames already read (logged; ``stalled`` is
         set), or raise :class:`StreamStalled` after them.
@@ -542,15 +541,7 @@ def _check_stall_timeout(value: Any) -> None:
 
 
 def _resolve_stall_timeout(value: Any, source: Source) -> float | None:
-    """``"auto"``: a limit for live device sources only (see :func:`stream`)."""
+    """``"auto"``: the source's own limit (``Source.auto_stall_timeout``; see :func:`stream`)."""
     if isinstance(value, str):
-        if not source.live or isinstance(source, Pushed):
-            return None
-        if isinstance(source, VideoCapture):
-            # The stall timer restarts at each step of a reconnect (the source's heartbeat), so
-            # each step — one read, the pause, one open — must end within the limit, or the
-            # stream would give up on a camera that is about to reconnect.
-            step = max(source.read_timeout, source.open_timeout, source.reconnect_delay)
-            return max(STALL_TIMEOUT, step + _STEP_MARGIN)
-        return STALL_TIMEOUT
+        return source.auto_stall_timeout()
     return None if value is None else float(value)

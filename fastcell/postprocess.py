@@ -47,8 +47,8 @@ def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
     TypeError
         For a name that is not in :data:`OVERRIDABLE`.
     ValueError
-        For only one of ``hsv_low``/``hsv_high``, a bad value (see :class:`~fastcell.spec.Segmentation`),
-        an unknown ``merge`` or a ``max_detections`` below 1.
+        For only one of ``hsv_low``/``hsv_high`` or a bad value (see :class:`~fastcell.spec.Thresholds`
+        and :class:`~fastcell.spec.Segmentation`, which check them).
     """
     unknown = set(overrides) - set(OVERRIDABLE)
     if unknown:
@@ -63,12 +63,6 @@ def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
         if key in ("hsv_low", "hsv_high", "fill") and value is not None:
             value = tuple(int(v) for v in value)
         sections[section][name] = value
-    merge = sections["thresholds"].get("merge", spec.thresholds.merge)
-    if merge not in ("multi", "single", "none"):
-        raise ValueError(f"merge must be 'multi', 'single' or 'none', got {merge!r}")
-    cap = sections["thresholds"].get("max_detections", spec.thresholds.max_detections)
-    if cap is not None and not int(cap) >= 1:
-        raise ValueError(f"max_detections must be >= 1 or None (no limit), got {cap!r}")
     return spec.replace(
         thresholds=dataclasses.replace(spec.thresholds, **sections["thresholds"]),
         segmentation=dataclasses.replace(spec.segmentation, **sections["segmentation"]),

@@ -48,6 +48,11 @@ class Thresholds:
     merge : ``"multi"`` (many cells per frame, never loses separate cells), ``"single"`` (the paper's
         one-cell-per-frame setting: all predictions fold into one box) or ``"none"``.
     max_detections : at most this many boxes per image (>= 1), highest scores first; None: no limit.
+
+    Raises
+    ------
+    ValueError
+        On construction: an unknown ``merge`` or a ``max_detections`` below 1.
     """
 
     score: float = 0.25
@@ -57,6 +62,13 @@ class Thresholds:
     merge: str = "multi"
     class_agnostic_nms: bool = False
     max_detections: int | None = 300
+
+    def __post_init__(self) -> None:
+        # Checked here, so a bad JSON file or override fails when it is read, not at the first frame.
+        if self.merge not in ("multi", "single", "none"):
+            raise ValueError(f"merge must be 'multi', 'single' or 'none', got {self.merge!r}")
+        if self.max_detections is not None and not int(self.max_detections) >= 1:
+            raise ValueError(f"max_detections must be >= 1 or None (no limit), got {self.max_detections!r}")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from fastcell.postprocess import Postprocessor, apply_overrides
 from fastcell.preprocess import check_frame
 from fastcell.reference import image as ref
 from fastcell.reference.boxes import encode_heads
-from fastcell.spec import ModelSpec, Segmentation
+from fastcell.spec import ModelSpec, Segmentation, Thresholds
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "bccd"
 CLASSES = ("RBC", "WBC", "Platelets")
@@ -123,6 +123,17 @@ def test_max_detections_none_means_no_limit():
     assert from_json.thresholds.max_detections is None
     with pytest.raises(ValueError, match="max_detections must be >= 1 or None"):
         apply_overrides(SPEC, {"max_detections": 0})
+
+
+@pytest.mark.parametrize("thresholds, message", [
+    ({"merge": "x"}, "merge must be 'multi', 'single' or 'none', got 'x'"),
+    ({"max_detections": 0}, "max_detections must be >= 1 or None"),
+])
+def test_bad_thresholds_fail_when_the_model_description_is_read(thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        Thresholds(**thresholds)
+    with pytest.raises(ValueError, match=message):  # a bad model.json fails at load, not at the first frame
+        ModelSpec.from_dict({**SPEC.to_dict(), "thresholds": thresholds})
 
 
 @pytest.mark.parametrize("overrides, message", [

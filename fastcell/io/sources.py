@@ -33,7 +33,7 @@ import numpy as np
 from fastcell.preprocess import check_frame
 
 __all__ = ["Source", "ImageFiles", "VideoCapture", "Frames", "Callback", "Pushed", "open_source", "read_image",
-           "array_frames", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+           "array_frames", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "STALL_TIMEOUT"]
 
 log = logging.getLogger("fastcell")
 
@@ -42,6 +42,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", "
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg", ".webm",
                               ".flv", ".mjpeg", ".mjpg", ".gif", ".ts"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+# Defined here, not in fastcell.pipeline (which imports this module and re-exports it): the
+# sources decide their own "auto" stall limit (Source.auto_stall_timeout).
+STALL_TIMEOUT = 10.0  # seconds: stall_timeout="auto" for live sources other than Pushed
+_STEP_MARGIN = 1.0  # seconds a camera's own time limit for one step must stay below the stall limit
 
 Item = tuple[np.ndarray, str, int, float]
 
@@ -74,43 +79,47 @@ class Source:
         the reading thread release it (see :class:`VideoCapture`).
         """
 
+    def auto_stall_timeout(self) -> float | None:
+        """The stall limit :func:`fastcell.stream` puts on this source for ``stall_timeout="auto"``.
+
+        Returns
+        -------
+        float or None
+            :data:`STALL_TIMEOUT` seconds for a live source; None (no limit) for one that is not
+            live, whose reads are waited for however long they take.
+        """
+        return STALL_TIMEOUT if self.live else None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, live={self.live})"
 
 
-def _decode(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as stored: 8/16-bit, gray/BGR/BGRA (``cv2.IMREAD_UNCHANGED``).
+
+    The decoded image is checked to be one fastcell can annotate
+    (:func:`fastcell.preprocess.check_frame`: uint8/uint16, gray, BGR or BGRA); an ``(H, W, 1)``
+    image comes back as ``(H, W)``.
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+
+    Raises
+    ------
+    ValueError
+        When the file is empty, cannot be decoded or decodes to an unsupported image, e.g. a
+        float32 TIFF.
+    OSError
+        When it cannot be read.
+    """
     data = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode: works with any path encoding
     if data.size == 0:
         raise ValueError("empty file")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise ValueError("not a decodable image (corrupt or unsupported format)")
-    return image
-
-
-def read_image(path: str | Path, *, check: bool = True) -> np.ndarray:
-    """Read an image file as stored: 8/16-bit, gray/BGR/BGRA (``cv2.IMREAD_UNCHANGED``).
-
-    Parameters
-    ----------
-    path : str or path
-        The file.
-    check : bool
-        Also check that the decoded image is one fastcell can annotate
-        (:func:`fastcell.preprocess.check_frame`: uint8/uint16, gray, BGR or BGRA); an
-        ``(H, W, 1)`` image comes back as ``(H, W)``. Off: whatever OpenCV decodes.
-
-    Raises
-    ------
-    ValueError
-        When the file is empty, cannot be decoded or (``check``) decodes to an unsupported image,
-        e.g. a float32 TIFF.
-    OSError
-        When it cannot be read.
-    """
-    image = _decode(path)
-    if not check:
-        return image
     try:
         return check_frame(image)
     except ValueError as err:  # decodable, but not an image the network can take
@@ -189,7 +198,7 @@ class ImageFiles(Source):
 
     def _read(self, path: str) -> tuple[np.ndarray | None, str]:
         try:
-            return read_image(path, check=True), ""
+            return read_image(path), ""
         except (OSError, ValueError, cv2.error) as err:
             return None, str(err) or type(err).__name__
 
@@ -242,7 +251,7 @@ class VideoCapture(Source):
         these limits (FFmpeg: files and network streams); a frozen stream then fails the read
         instead of blocking it, and a reconnect can follow. Camera backends that refuse these
         limits (e.g. V4L2) open without them. Both default to 5 s, below the stream's 10 s stall
-        limit (``fastcell.pipeline.STALL_TIMEOUT``), which each step of a reconnect restarts
+        limit (:data:`STALL_TIMEOUT`), which each step of a reconnect restarts
         (see ``heartbeat`` in :class:`Source`): a read that times out is then retried, not
         taken for a stall.
 
@@ -275,6 +284,18 @@ class VideoCapture(Source):
         self.reconnects = 0
         self._cap = self._open()
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+
+    def auto_stall_timeout(self) -> float | None:
+        """None for a file; for a live source :data:`STALL_TIMEOUT`, raised to fit one reconnect step.
+
+        The stall timer restarts at each step of a reconnect (the source's ``heartbeat``), so
+        each step — one read, the pause, one open — must end within the limit, or the stream
+        would give up on a camera that is about to reconnect.
+        """
+        if not self.live:
+            return None
+        step = max(self.read_timeout, self.open_timeout, self.reconnect_delay)
+        return max(STALL_TIMEOUT, step + _STEP_MARGIN)
 
     def _timeouts(self) -> list[int]:
         return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, round(self.open_timeout * 1000)),
@@ -508,7 +529,7 @@ def open_source(source: Any, *, live: bool | None = None, reconnect: int = 0, wo
     if isinstance(source, (str, os.PathLike)):
         return _open_path(os.fspath(source), live, reconnect, workers)
     if isinstance(source, np.ndarray):
-        return Frames(array_frames(source), "array", live=bool(live))
+        return Frames(source, "array", live=bool(live))  # Frames splits it (array_frames)
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
         return ImageFiles([os.fspath(s) for s in source], "paths", workers)
     if callable(source) and not hasattr(source, "__iter__"):
@@ -572,8 +593,6 @@ class Pushed(Source):
         self.name = name
         self.copy = bool(copy)
         self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, int(maxsize)))
-        self._empty = queue.Empty
-        self._full = queue.Full
         self._lock = threading.Lock()  # several acquisition threads may push
         self._ended = False
         self._closed = False
@@ -609,11 +628,11 @@ class Pushed(Source):
                 try:
                     self._queue.put_nowait(item)
                     return
-                except self._full:
+                except queue.Full:
                     try:
                         self._queue.get_nowait()
                         self.discarded += 1
-                    except self._empty:
+                    except queue.Empty:
                         pass
 
     def end(self) -> None:
@@ -625,7 +644,7 @@ class Pushed(Source):
         while not self._closed:
             try:
                 yield self._queue.get(timeout=0.05)
-            except self._empty:
+            except queue.Empty:
                 with self._lock:
                     ended = self._ended
                 if ended:
@@ -634,9 +653,13 @@ class Pushed(Source):
                     while not self._closed:
                         try:
                             yield self._queue.get_nowait()
-                        except self._empty:
+                        except queue.Empty:
                             return
                     return
+
+    def auto_stall_timeout(self) -> None:
+        """None: acquisition may pause for as long as it likes; only ``end()`` ends the source."""
+        return None
 
     def close(self) -> None:
         """Stop at once, leaving frames still waiting unread (any thread)."""

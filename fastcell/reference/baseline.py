@@ -19,9 +19,11 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from fastcell.reference.boxes import MAX_LOG_SCALE
+
 __all__ = ["letterbox", "decode", "nms", "gbciou_merge", "postprocess", "segment_cells"]
 
-_MAX_LOG_SCALE = np.float32(math.log(1000.0 / 16.0))  # as fastcell: a box at most 62.5 × its anchor
+_MAX_LOG_SCALE = np.float32(MAX_LOG_SCALE)  # as fastcell: a box at most 62.5 × its anchor
 
 
 def letterbox(image: np.ndarray, size: int = 416, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:

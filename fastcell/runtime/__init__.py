@@ -93,14 +93,14 @@ def open_backend(spec: ModelSpec, device: str = "auto", precision: str | None = 
             choices.remove("tensorrt")  # TensorRT runs fp16/int8/fp32 here; bf16 is OpenVINO's
         if precision == "bf16" and "openvino" not in choices:
             raise ValueError("precision='bf16' needs OpenVINO, which is not installed: pip install openvino")
-        if precision == "fp16" and choices[0] != "tensorrt":
-            raise ValueError("precision='fp16' needs the tensorrt backend (an NVIDIA GPU with "
-                             "fastcell[tensorrt]); the CPU backends run fp32, bf16 (OpenVINO) or int8")
         name = choices[0]
     if name != "openvino":
         options.pop("throughput", None)  # an OpenVINO-only option: the others have no such mode
     if name not in BACKENDS:
         raise ValueError(f"unknown device {device!r}; expected one of 'auto', 'cpu', {', '.join(map(repr, BACKENDS))}")
+    if precision == "fp16" and name != "tensorrt":  # said once here, for every CPU backend
+        raise ValueError("precision='fp16' needs the tensorrt backend (an NVIDIA GPU with "
+                         "fastcell[tensorrt]); the CPU backends run fp32, bf16 (OpenVINO) or int8")
     module_name, class_name, package = BACKENDS[name]
     if importlib.util.find_spec(package) is None:
         raise missing(package, _EXTRAS.get(name), f"the {name} backend")

@@ -34,8 +34,7 @@ class OnnxRuntimeBackend:
                  num_threads: int | None = None) -> None:
         ort = require("onnxruntime", what="the ONNX Runtime backend")
         if precision not in (None, "fp32", "int8"):
-            needs = {"bf16": " (bf16 needs the openvino backend)",
-                     "fp16": " (fp16 needs the tensorrt backend: an NVIDIA GPU)"}.get(precision, "")
+            needs = " (bf16 needs the openvino backend)" if precision == "bf16" else ""
             raise ValueError(f"the onnxruntime backend runs precision None, 'fp32' or 'int8', got "
                              f"{precision!r}{needs}")
         self.spec = spec

@@ -56,9 +56,8 @@ class OpenVINOBackend:
                  num_threads: int | None = None) -> None:
         ov = require("openvino", what="the OpenVINO backend")
         if precision not in (None, "fp32", "bf16", "int8"):
-            needs = " (fp16 needs the tensorrt backend: an NVIDIA GPU)" if precision == "fp16" else ""
             raise ValueError(f"the openvino backend runs precision None, 'fp32', 'bf16' or 'int8', got "
-                             f"{precision!r}{needs}")
+                             f"{precision!r}")
         self.spec = spec
         self._core = ov.Core()
         model_path = spec.model_path

@@ -54,8 +54,7 @@ class TorchBackend:
                  precision: str | None = None, channels_last: bool = True) -> None:
         torch = require("torch", "train", "the torch backend")
         if precision not in (None, "fp32"):
-            needs = " (fp16 needs the tensorrt backend: an NVIDIA GPU)" if precision == "fp16" else ""
-            raise ValueError(f"the torch backend runs fp32 only, got precision={precision!r}{needs}")
+            raise ValueError(f"the torch backend runs fp32 only, got precision={precision!r}")
         self.spec = spec
         self.precision = "fp32"
         if model is None:
