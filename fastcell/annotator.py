@@ -61,14 +61,18 @@ class Annotator:
 
     def __init__(self, backend: Backend, spec: ModelSpec | None = None, *, segment: bool = True,
                  keep_image: bool = True, max_batch: int = 8, **overrides: Any) -> None:
-        spec = backend.spec if spec is None else spec
-        self.spec = apply_overrides(spec, overrides)
         self.backend = backend
-        self.max_batch = max(1, int(max_batch))
+        self._configure(apply_overrides(backend.spec if spec is None else spec, overrides), segment, keep_image,
+                        max_batch)
+
+    def _configure(self, spec: ModelSpec, segment: bool, keep_image: bool, max_batch: int) -> None:
+        """Settings and the buffers that go with them (each Annotator owns its own)."""
+        self.spec = spec
         self.segment = bool(segment)
         self.keep_image = bool(keep_image)
-        self._pre = Preprocessor(self.spec.input_size, self.spec.pad_value, self.max_batch)
-        self._post = Postprocessor(self.spec, segment=self.segment, keep_image=self.keep_image)
+        self.max_batch = max(1, int(max_batch))
+        self._pre = Preprocessor(spec.input_size, spec.pad_value, self.max_batch)
+        self._post = Postprocessor(spec, segment=self.segment, keep_image=self.keep_image)
 
     def with_options(self, *, segment: bool | None = None, keep_image: bool | None = None,
                      max_batch: int | None = None, **overrides: Any) -> "Annotator":
@@ -89,12 +93,10 @@ class Annotator:
             closes the shared backend.
         """
         twin = copy.copy(self)
-        twin.spec = apply_overrides(self.spec, overrides) if overrides else self.spec
-        twin.segment = self.segment if segment is None else bool(segment)
-        twin.keep_image = self.keep_image if keep_image is None else bool(keep_image)
-        twin.max_batch = self.max_batch if max_batch is None else max(1, int(max_batch))
-        twin._pre = Preprocessor(twin.spec.input_size, twin.spec.pad_value, twin.max_batch)
-        twin._post = Postprocessor(twin.spec, segment=twin.segment, keep_image=twin.keep_image)
+        twin._configure(apply_overrides(self.spec, overrides) if overrides else self.spec,
+                        self.segment if segment is None else segment,
+                        self.keep_image if keep_image is None else keep_image,
+                        self.max_batch if max_batch is None else max_batch)
         return twin
 
     @classmethod

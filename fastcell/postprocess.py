@@ -123,11 +123,16 @@ class Postprocessor:
         detections = ops.postprocess(list(heads), params, **self._decode_args)
         masks: list[tuple[np.ndarray | None, np.ndarray | None]] = [(None, None)] * len(detections)
         if self.segment:
-            # checked frames are 2-D when they were grayscale ((H, W, 1) included)
-            bounds = [self._bounds[frame.ndim == 2] for frame in frames]
+            # checked frames are 2-D when they were grayscale ((H, W, 1) included); only then do
+            # frames need ranges of their own
+            gray = [frame.ndim == 2 for frame in frames]
+            if any(gray):
+                low, high = [self._bounds[g][0] for g in gray], [self._bounds[g][1] for g in gray]
+            else:
+                low, high = self._bounds[False]
             masks = ops.segment_cells_batch(
                 [to_bgr8(frame) for frame in frames], [d[0] for d in detections], [d[1] for d in detections],
-                [b[0] for b in bounds], [b[1] for b in bounds], **self._segment_args)
+                low, high, **self._segment_args)
         results = []
         for i, (frame, (boxes, scores, class_ids), (labels, segmented)) in enumerate(zip(frames, detections, masks)):
             info = meta[i] if meta is not None else {}
