@@ -31,6 +31,7 @@ def sys_info(as_dict: bool = False) -> str | dict:
         "machine": platform.machine(),
         "core.compiler": core.compiler(),
         "core.cuda": core.has_cuda(),
+        "core.simd": core.simd(),
     }
     if core.has_cuda():  # the CUDA twins were compiled in: which runtime, and does this machine have a GPU
         info["core.cuda_runtime"] = core.cuda_runtime_version()

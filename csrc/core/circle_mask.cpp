@@ -7,6 +7,8 @@
 // image the union of all masks (the authors' code intersected them, losing every cell but one).
 #include "core/circle_mask.hpp"
 
+#include "core/simd.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -110,16 +112,62 @@ constexpr bool reciprocals_match_tables() {
 }
 static_assert(reciprocals_match_tables(), "float HSV reciprocals must equal OpenCV's fixed-point tables");
 
-// The HSV range as given (for the scalar path) and as plain ints (for the SIMD span loops).
+// The saturation test as a bound on max − min per value V: S = round(diff · sat(V) / 2¹²) grows with
+// diff, so low_s ≤ S ≤ high_s holds exactly when min_diff[V] ≤ diff ≤ max_diff[V]. Byte tables, so
+// the AVX-512 span loop tests 64 pixels with two table lookups instead of a division per pixel.
+struct SaturationBounds {
+  std::uint8_t min_diff[256];  // V + 1 (never reached: diff ≤ V) where no diff gets S ≥ low_s
+  std::uint8_t max_diff[256];
+};
+
+SaturationBounds saturation_bounds(int low_s, int high_s) {
+  SaturationBounds t{};
+  constexpr int half = 1 << (kHsvShift - 1);
+  for (int v = 0; v < 256; ++v) {
+    const int reciprocal = kHsvTables.saturation[static_cast<std::size_t>(v)];
+    // S ≥ low_s ⟺ diff · reciprocal ≥ low_s · 2¹² − 2¹¹;
+    // S ≤ high_s ⟺ diff · reciprocal < (high_s + 1) · 2¹² − 2¹¹.
+    int lowest = v + 1, highest = v;
+    if (reciprocal == 0) {  // V = 0: diff = 0 and S = 0
+      lowest = low_s == 0 ? 0 : 1;
+      highest = 0;
+    } else {
+      const int need = (low_s << kHsvShift) - half;
+      lowest = need <= 0 ? 0 : std::min(v + 1, (need + reciprocal - 1) / reciprocal);
+      highest = std::min(v, (((high_s + 1) << kHsvShift) - half - 1) / reciprocal);
+    }
+    t.min_diff[v] = static_cast<std::uint8_t>(std::min(lowest, 255));
+    t.max_diff[v] = static_cast<std::uint8_t>(highest);
+  }
+  return t;
+}
+
+// The HSV range as given (for the scalar path), as plain ints (for the AVX2 lanes), and as the
+// tests the AVX-512 byte loop needs.
 struct SpanRule {
   HsvRange range;
   int low_h, high_h, low_s, high_s, low_v, high_v;
   bool hue_wraps;
+  bool check_v, check_low_s, check_high_s;  // which bounds exclude something
+  SaturationBounds saturation;
 };
 
 SpanRule span_rule(const HsvRange& hsv) {
-  return {hsv,         hsv.low[0], hsv.high[0], hsv.low[1], hsv.high[1], hsv.low[2], hsv.high[2],
-          hsv.low[0] > hsv.high[0]};
+  SpanRule rule{hsv, hsv.low[0], hsv.high[0], hsv.low[1], hsv.high[1], hsv.low[2], hsv.high[2],
+                hsv.low[0] > hsv.high[0], hsv.low[2] > 0 || hsv.high[2] < 255, hsv.low[1] > 0, hsv.high[1] < 255,
+                {}};
+  if (hsv.enabled && (rule.check_low_s || rule.check_high_s)) {
+    // The tables depend on the S bounds only; a stream keeps the same ones, so they are kept.
+    thread_local int cached_low = -1, cached_high = -1;
+    thread_local SaturationBounds cached{};
+    if (cached_low != hsv.low[1] || cached_high != hsv.high[1]) {
+      cached = saturation_bounds(hsv.low[1], hsv.high[1]);
+      cached_low = hsv.low[1];
+      cached_high = hsv.high[1];
+    }
+    rule.saturation = cached;
+  }
+  return rule;
 }
 
 // One row span of one detection, pixel by pixel: every pixel no higher-ranked detection has taken
@@ -237,17 +285,11 @@ __attribute__((target("avx2"))) void span_avx2(const std::uint8_t* src, std::int
 #endif
 
 #if FASTCELL_X86_SIMD
-// The same with AVX-512 (BW, VBMI) and BMI2, 16 pixels at a time: byte permutes split the 48 bytes
-// of 16 BGR pixels straight into 32-bit lanes, the tests produce mask registers, and the stores are
-// masked, so a span's partial last block needs no special case and nothing outside it is touched.
-constexpr __mmask64 kLowBytes = 0x1111111111111111ULL;  // byte 0 of each 32-bit lane
-constexpr __mmask16 kAllLanes = 0xFFFF;
-
-struct Avx512Rule {
-  __m512i low_h, high_h, low_s, high_s, low_v, high_v;
-  __m512i pick_b, pick_g, pick_r;
-};
-
+// The same with AVX-512 (BW, VBMI) and BMI2, 64 pixels (192 BGR bytes, three registers) at a time:
+// byte permutes split the channels, V and S are tested in bytes (S through the SaturationBounds
+// tables), and the stores are masked, so a span's partial last block needs no special case and
+// nothing outside the span is touched. Ranges that restrict the hue compute it in 32-bit lanes, 16
+// pixels at a time, with the same arithmetic as the scalar code.
 #define FASTCELL_AVX512 __attribute__((target("avx512f,avx512bw,avx512vbmi,bmi2")))
 // GCC 12's AVX-512 headers start many intrinsics from _mm512_undefined_epi32(), which its
 // -Wmaybe-uninitialized then reports once inlined here: a known false positive, silenced locally.
@@ -255,6 +297,9 @@ struct Avx512Rule {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
+
+constexpr __mmask16 kAllLanes = 0xFFFF;
+constexpr __mmask64 kLowBytes = 0x1111111111111111ULL;  // byte 0 of each 32-bit lane
 
 FASTCELL_AVX512 inline __mmask16 within(__m512i x, __m512i low, __m512i high) {
   return _mm512_cmpge_epi32_mask(x, low) & _mm512_cmple_epi32_mask(x, high);
@@ -272,56 +317,222 @@ FASTCELL_AVX512 inline __m512i fixed_point(__m512i x, __m512i rec) {
                            kHsvShift);
 }
 
-template <bool kHue>
-FASTCELL_AVX512 inline __mmask16 hsv_mask(__m512i bgr, const Avx512Rule& rule, bool hue_wraps) {
-  const __m512i b = _mm512_maskz_permutexvar_epi8(kLowBytes, rule.pick_b, bgr);
-  const __m512i g = _mm512_maskz_permutexvar_epi8(kLowBytes, rule.pick_g, bgr);
-  const __m512i r = _mm512_maskz_permutexvar_epi8(kLowBytes, rule.pick_r, bgr);
+// Where channel c of pixel p lies among a block's 192 bytes: byte 3p + c, in the first two
+// registers (index < 128) or the third (`from_third`).
+// `lane` is the same for 16 pixels in 32-bit lanes: lane j's low byte picks byte 3j + c.
+struct ChannelPicks {
+  std::uint8_t index[3][64];
+  std::uint64_t from_third[3];
+  std::uint8_t lane[3][64];
+};
+constexpr ChannelPicks make_channel_picks() {
+  ChannelPicks picks{};
+  for (int c = 0; c < 3; ++c) {
+    for (int p = 0; p < 64; ++p) {
+      picks.index[c][p] = static_cast<std::uint8_t>(3 * p + c);
+      if (3 * p + c >= 128) picks.from_third[c] |= 1ULL << p;
+    }
+    for (int j = 0; j < 16; ++j) picks.lane[c][4 * j] = static_cast<std::uint8_t>(3 * j + c);
+  }
+  return picks;
+}
+constexpr ChannelPicks kChannelPicks = make_channel_picks();
+
+// The full HSV test (hue included) of the 16 pixels at `src` (the first `n` of them), in 32-bit lanes.
+FASTCELL_AVX512 inline __mmask16 hsv_lanes_with_hue(const std::uint8_t* src, int n, const HsvRange& range) {
+  const __mmask16 lanes = static_cast<__mmask16>(_bzhi_u32(0xFFFF, static_cast<unsigned>(n)));
+  const __m512i bgr = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ULL, static_cast<unsigned>(3 * n)), src);
+  const __m512i b = _mm512_maskz_permutexvar_epi8(kLowBytes, _mm512_loadu_si512(kChannelPicks.lane[0]), bgr);
+  const __m512i g = _mm512_maskz_permutexvar_epi8(kLowBytes, _mm512_loadu_si512(kChannelPicks.lane[1]), bgr);
+  const __m512i r = _mm512_maskz_permutexvar_epi8(kLowBytes, _mm512_loadu_si512(kChannelPicks.lane[2]), bgr);
   const __m512i v = _mm512_max_epi32(_mm512_max_epi32(b, g), r);
   const __m512i diff = _mm512_sub_epi32(v, _mm512_min_epi32(_mm512_min_epi32(b, g), r));
   const __m512i s = fixed_point(diff, reciprocal(kSatNumerator, v));
-  __mmask16 ok = within(v, rule.low_v, rule.high_v) & within(s, rule.low_s, rule.high_s);
-  if constexpr (kHue) {
-    const __mmask16 max_is_r = _mm512_cmpeq_epi32_mask(v, r), max_is_g = _mm512_cmpeq_epi32_mask(v, g);
-    __m512i sector = _mm512_add_epi32(_mm512_sub_epi32(r, g), _mm512_slli_epi32(diff, 2));
-    const __m512i from_g = _mm512_add_epi32(_mm512_sub_epi32(b, r), _mm512_slli_epi32(diff, 1));
-    sector = _mm512_mask_mov_epi32(sector, max_is_g, from_g);
-    sector = _mm512_mask_mov_epi32(sector, max_is_r, _mm512_sub_epi32(g, b));
-    __m512i h = fixed_point(sector, reciprocal(kHueNumerator, diff));
-    h = _mm512_mask_add_epi32(h, _mm512_cmplt_epi32_mask(h, _mm512_setzero_si512()), h, _mm512_set1_epi32(180));
-    const __mmask16 above = _mm512_cmpge_epi32_mask(h, rule.low_h), below = _mm512_cmple_epi32_mask(h, rule.high_h);
-    ok &= hue_wraps ? (above | below) : (above & below);
+  __mmask16 ok = lanes & within(v, _mm512_set1_epi32(range.low[2]), _mm512_set1_epi32(range.high[2])) &
+                 within(s, _mm512_set1_epi32(range.low[1]), _mm512_set1_epi32(range.high[1]));
+  const __mmask16 max_is_r = _mm512_cmpeq_epi32_mask(v, r), max_is_g = _mm512_cmpeq_epi32_mask(v, g);
+  __m512i sector = _mm512_add_epi32(_mm512_sub_epi32(r, g), _mm512_slli_epi32(diff, 2));
+  const __m512i from_g = _mm512_add_epi32(_mm512_sub_epi32(b, r), _mm512_slli_epi32(diff, 1));
+  sector = _mm512_mask_mov_epi32(sector, max_is_g, from_g);
+  sector = _mm512_mask_mov_epi32(sector, max_is_r, _mm512_sub_epi32(g, b));
+  __m512i h = fixed_point(sector, reciprocal(kHueNumerator, diff));
+  h = _mm512_mask_add_epi32(h, _mm512_cmplt_epi32_mask(h, _mm512_setzero_si512()), h, _mm512_set1_epi32(180));
+  const __mmask16 above = _mm512_cmpge_epi32_mask(h, _mm512_set1_epi32(range.low[0]));
+  const __mmask16 below = _mm512_cmple_epi32_mask(h, _mm512_set1_epi32(range.high[0]));
+  return ok & (range.low[0] > range.high[0] ? (above | below) : (above & below));
+}
+
+// A 256-entry byte table held in four registers, looked up for 64 byte indices at once.
+struct ByteTable {
+  __m512i part[4];
+};
+
+FASTCELL_AVX512 inline ByteTable load_table(const std::uint8_t* table) {
+  return {{_mm512_loadu_si512(table), _mm512_loadu_si512(table + 64), _mm512_loadu_si512(table + 128),
+           _mm512_loadu_si512(table + 192)}};
+}
+
+FASTCELL_AVX512 inline __m512i lookup(const ByteTable& table, __m512i index) {
+  const __m512i low = _mm512_permutex2var_epi8(table.part[0], index, table.part[1]);
+  const __m512i high = _mm512_permutex2var_epi8(table.part[2], index, table.part[3]);
+  return _mm512_mask_blend_epi8(_mm512_movepi8_mask(index), low, high);
+}
+
+// The BGR bytes of up to 64 pixels in three registers.
+struct PixelBlock {
+  __m512i bytes[3];
+};
+
+// Which bytes of each register belong to a block's first n pixels.
+struct BlockBytes {
+  __mmask64 valid[3];
+};
+
+FASTCELL_AVX512 inline BlockBytes block_bytes(int n) {
+  BlockBytes bytes;
+  for (int k = 0; k < 3; ++k) {
+    bytes.valid[k] = _bzhi_u64(~0ULL, static_cast<unsigned>(std::clamp(3 * n - 64 * k, 0, 64)));
   }
+  return bytes;
+}
+
+FASTCELL_AVX512 inline PixelBlock load_block(const std::uint8_t* src, int n, const BlockBytes& bytes) {
+  PixelBlock block;
+  for (int k = 0; k < 3; ++k) {
+    const std::uint8_t* at = src + 64 * k;
+    block.bytes[k] = n == 64 ? _mm512_loadu_si512(at) : _mm512_maskz_loadu_epi8(bytes.valid[k], at);
+  }
+  return block;
+}
+
+FASTCELL_AVX512 inline __m512i channel(const PixelBlock& block, int c) {
+  const __m512i at = _mm512_loadu_si512(kChannelPicks.index[c]);
+  return _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(block.bytes[0], at, block.bytes[1]),
+                                      kChannelPicks.from_third[c], at, block.bytes[2]);
+}
+
+// V and S of the 64 pixels tested in bytes; bit p = pixel p passes.
+FASTCELL_AVX512 inline __mmask64 value_saturation_ok(const PixelBlock& block, const SpanRule& rule) {
+  const __m512i b = channel(block, 0), g = channel(block, 1), r = channel(block, 2);
+  const __m512i v = _mm512_max_epu8(_mm512_max_epu8(b, g), r);
+  const __m512i diff = _mm512_sub_epi8(v, _mm512_min_epu8(_mm512_min_epu8(b, g), r));
+  __mmask64 ok = ~0ULL;
+  if (rule.check_v) {
+    ok &= _mm512_cmpge_epu8_mask(v, _mm512_set1_epi8(static_cast<char>(rule.range.low[2]))) &
+          _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(static_cast<char>(rule.range.high[2])));
+  }
+  if (rule.check_low_s) ok &= _mm512_cmpge_epu8_mask(diff, lookup(load_table(rule.saturation.min_diff), v));
+  if (rule.check_high_s) ok &= _mm512_cmple_epu8_mask(diff, lookup(load_table(rule.saturation.max_diff), v));
   return ok;
+}
+
+// Pixel mask → mask of their bytes in each of the three registers (pixel p owns bytes 3p..3p+2):
+// register 0 holds pixels 0..20 and the first byte of 21, register 1 the rest of 21, 22..41 and
+// two bytes of 42, register 2 the last byte of 42 and 43..63.
+FASTCELL_AVX512 inline void pixel_bytes(std::uint64_t pixels, __mmask64 bytes[3]) {
+  bytes[0] = _pdep_u64(pixels, 0x9249249249249249ULL) * 7;
+  bytes[1] = _pdep_u64(pixels >> 22, 0x4924924924924924ULL) * 7 | ((pixels >> 21) & 1) * 3;
+  bytes[2] = _pdep_u64(pixels >> 43, 0x2492492492492492ULL) * 7 | ((pixels >> 42) & 1);
 }
 
 template <bool kHsv, bool kHue, bool kSegmented>
 FASTCELL_AVX512 void span_avx512(const std::uint8_t* src, std::int32_t* labels, std::uint8_t* segmented, int n,
-                                 std::int32_t label, const SpanRule& r) {
-  Avx512Rule rule{_mm512_set1_epi32(r.low_h), _mm512_set1_epi32(r.high_h), _mm512_set1_epi32(r.low_s),
-                  _mm512_set1_epi32(r.high_s), _mm512_set1_epi32(r.low_v), _mm512_set1_epi32(r.high_v),
-                  {}, {}, {}};
-  if constexpr (kHsv) {
-    alignas(64) std::uint8_t index[3][64] = {};
-    for (int c = 0; c < 3; ++c) {
-      for (int k = 0; k < 16; ++k) index[c][4 * k] = static_cast<std::uint8_t>(3 * k + c);
-    }
-    rule.pick_b = _mm512_load_si512(index[0]);
-    rule.pick_g = _mm512_load_si512(index[1]);
-    rule.pick_r = _mm512_load_si512(index[2]);
-  }
+                                 std::int32_t label, const SpanRule& rule) {
   const __m512i label_lanes = _mm512_set1_epi32(label);
-  for (int i = 0; i < n; i += 16) {
-    const int left = n - i;
-    const __mmask16 lanes = static_cast<__mmask16>(left >= 16 ? 0xFFFF : (1u << left) - 1);
-    const __mmask64 bytes = _pdep_u64(lanes, 0x0000249249249249ULL) * 7;  // each lane's bit on its 3 bytes
-    const __m512i bgr = _mm512_maskz_loadu_epi8(bytes, src + 3 * i);
-    __mmask16 take = _mm512_mask_cmpeq_epi32_mask(lanes, _mm512_maskz_loadu_epi32(lanes, labels + i),
-                                                  _mm512_setzero_si512());
-    if constexpr (kHsv) take &= hsv_mask<kHue>(bgr, rule, r.hue_wraps);
-    _mm512_mask_storeu_epi32(labels + i, take, label_lanes);
+  for (int i = 0; i < n; i += 64) {
+    const int count = std::min(64, n - i);
+    const BlockBytes bytes = block_bytes(count);
+    const PixelBlock block = load_block(src + 3 * i, count, bytes);
+    std::uint64_t ok = _bzhi_u64(~0ULL, static_cast<unsigned>(count));
+    if constexpr (kHue) {
+      ok = 0;
+      for (int c = 0; 16 * c < count; ++c) {
+        const int at = i + 16 * c;
+        const __mmask16 passed = hsv_lanes_with_hue(src + 3 * at, std::min(16, n - at), rule.range);
+        ok |= static_cast<std::uint64_t>(passed) << (16 * c);
+      }
+    } else if constexpr (kHsv) {
+      ok &= value_saturation_ok(block, rule);
+    }
+    // A pixel is taken when it passes and no higher-ranked detection has it yet.
+    std::uint64_t take = 0;
+    for (int c = 0; 16 * c < count; ++c) {
+      const auto lanes = static_cast<__mmask16>(ok >> (16 * c));
+      std::int32_t* at = labels + i + 16 * c;
+      const __m512i old = _mm512_maskz_loadu_epi32(lanes, at);
+      const __mmask16 free = _mm512_mask_cmpeq_epi32_mask(lanes, old, _mm512_setzero_si512());
+      _mm512_mask_storeu_epi32(at, free, label_lanes);
+      take |= static_cast<std::uint64_t>(free) << (16 * c);
+    }
     if constexpr (kSegmented) {
-      _mm512_mask_storeu_epi8(segmented + 3 * i, _pdep_u64(take, 0x0000249249249249ULL) * 7, bgr);
+      __mmask64 keep[3];
+      pixel_bytes(take, keep);
+      for (int k = 0; k < 3; ++k) {
+        if (keep[k] != 0) _mm512_mask_storeu_epi8(segmented + 3 * i + 64 * k, keep[k], block.bytes[k]);
+      }
+    }
+  }
+}
+
+// disc_row_span for `rows` consecutive rows from y_first, 8 rows at a time in double lanes: the same
+// closed form and the same exact corrections, each lane stepping until its ends are right, so the
+// same spans as the scalar loop. Writes [first, last] per row (1, 0 for a row without pixels).
+FASTCELL_AVX512 void disc_row_spans_avx512(const Disc& d, int y_first, int rows, int width, int* spans) {
+  const __m512d cx = _mm512_set1_pd(d.cx), cy = _mm512_set1_pd(d.cy);
+  const __m512d a = _mm512_set1_pd(d.a), b = _mm512_set1_pd(d.b);
+  const __m512d half_pixel = _mm512_set1_pd(0.5), one = _mm512_set1_pd(1.0);
+  const __m512d left_edge = _mm512_set1_pd(-1.0), right_edge = _mm512_set1_pd(width);
+  // pixel_in_disc's sides, in its order of operations: dx·dx·b·b + dy·dy·a·a ≤ a·a·b·b.
+  const __m512d radius_term = _mm512_mul_pd(_mm512_mul_pd(_mm512_mul_pd(a, a), b), b);
+  for (int r = 0; r < rows; r += 8) {
+    const auto lanes = static_cast<__mmask8>(_bzhi_u32(0xFF, static_cast<unsigned>(rows - r)));
+    const __m512d y = _mm512_add_pd(_mm512_set1_pd(y_first + r), _mm512_setr_pd(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m512d dy = _mm512_sub_pd(_mm512_add_pd(y, half_pixel), cy);
+    const __m512d row_term = _mm512_mul_pd(_mm512_mul_pd(_mm512_mul_pd(dy, dy), a), a);
+    auto inside = [&](__m512d x) FASTCELL_AVX512 {
+      const __m512d dx = _mm512_sub_pd(_mm512_add_pd(x, half_pixel), cx);
+      const __m512d lhs = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(_mm512_mul_pd(dx, dx), b), b), row_term);
+      return _mm512_cmp_pd_mask(lhs, radius_term, _CMP_LE_OQ);
+    };
+    const __m512d t = _mm512_div_pd(dy, b);
+    const __m512d under_root = _mm512_max_pd(_mm512_sub_pd(one, _mm512_mul_pd(t, t)), _mm512_setzero_pd());
+    const __m512d half = _mm512_mul_pd(a, _mm512_sqrt_pd(under_root));
+    // ceil/floor clamped into [-1, width]; max_pd returns its second operand for NaN, as the scalar code.
+    const __m512d lo_guess = _mm512_sub_pd(_mm512_sub_pd(cx, half), half_pixel);
+    const __m512d hi_guess = _mm512_sub_pd(_mm512_add_pd(cx, half), half_pixel);
+    const __m512d lo_ceil = _mm512_roundscale_pd(lo_guess, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+    const __m512d hi_floor = _mm512_roundscale_pd(hi_guess, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512d lo = _mm512_min_pd(_mm512_max_pd(lo_ceil, left_edge), right_edge);
+    __m512d hi = _mm512_min_pd(_mm512_max_pd(hi_floor, left_edge), right_edge);
+    for (__mmask8 m = lanes & _mm512_cmp_pd_mask(lo, left_edge, _CMP_GT_OQ) & inside(_mm512_sub_pd(lo, one)); m;
+         m &= _mm512_cmp_pd_mask(lo, left_edge, _CMP_GT_OQ) & inside(_mm512_sub_pd(lo, one))) {
+      lo = _mm512_mask_sub_pd(lo, m, lo, one);
+    }
+    for (__mmask8 m = lanes & _mm512_cmp_pd_mask(lo, hi, _CMP_LE_OQ) & ~inside(lo); m;
+         m &= _mm512_cmp_pd_mask(lo, hi, _CMP_LE_OQ) & ~inside(lo)) {
+      lo = _mm512_mask_add_pd(lo, m, lo, one);
+    }
+    for (__mmask8 m = lanes & _mm512_cmp_pd_mask(hi, right_edge, _CMP_LT_OQ) & _mm512_cmp_pd_mask(hi, lo, _CMP_GE_OQ) &
+                      inside(_mm512_add_pd(hi, one));
+         m; m &= _mm512_cmp_pd_mask(hi, right_edge, _CMP_LT_OQ) & inside(_mm512_add_pd(hi, one))) {
+      hi = _mm512_mask_add_pd(hi, m, hi, one);
+    }
+    for (__mmask8 m = lanes & _mm512_cmp_pd_mask(hi, lo, _CMP_GE_OQ) & ~inside(hi); m;
+         m &= _mm512_cmp_pd_mask(hi, lo, _CMP_GE_OQ) & ~inside(hi)) {
+      hi = _mm512_mask_sub_pd(hi, m, hi, one);
+    }
+    const __m512d first = _mm512_max_pd(lo, _mm512_setzero_pd());
+    const __m512d last = _mm512_min_pd(hi, _mm512_sub_pd(right_edge, one));
+    const __mmask8 empty = _mm512_cmp_pd_mask(first, last, _CMP_GT_OQ);
+    alignas(32) int firsts[8], lasts[8];
+    const __m512d first_or_1 = _mm512_mask_mov_pd(first, empty, one);
+    const __m512d last_or_0 = _mm512_maskz_mov_pd(static_cast<__mmask8>(~empty), last);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(firsts), _mm512_cvttpd_epi32(first_or_1));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lasts), _mm512_cvttpd_epi32(last_or_0));
+    const int n = std::min(8, rows - r);
+    for (int k = 0; k < n; ++k) {
+      spans[2 * (r + k)] = firsts[k];
+      spans[2 * (r + k) + 1] = lasts[k];
     }
   }
 }
@@ -336,11 +547,9 @@ using SpanFn = void (*)(const std::uint8_t*, std::int32_t*, std::uint8_t*, int, 
 template <bool kHsv, bool kHue, bool kSegmented>
 SpanFn span_kernel() {
 #if FASTCELL_X86_SIMD
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("bmi2");
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx512) return &span_avx512<kHsv, kHue, kSegmented>;
-  if (avx2) return &span_avx2<kHsv, kHue, kSegmented>;
+  const Simd level = simd();
+  if (level >= Simd::avx512) return &span_avx512<kHsv, kHue, kSegmented>;
+  if (level >= Simd::avx2) return &span_avx2<kHsv, kHue, kSegmented>;
 #endif
   return &span_scalar<kHsv, kHue, kSegmented>;
 }
@@ -384,8 +593,17 @@ std::vector<PaintJob> paint_jobs(const ImageView<std::uint8_t>& image, const flo
     rows += static_cast<std::size_t>(y_last - y_first + 1);
   }
   spans.resize(2 * rows);
+#if FASTCELL_X86_SIMD
+  const bool avx512 = simd() >= Simd::avx512;
+#endif
   for (const PaintJob& job : jobs) {
     int* span = spans.data() + job.spans;
+#if FASTCELL_X86_SIMD
+    if (avx512) {
+      disc_row_spans_avx512(job.disc, job.y_first, job.y_last - job.y_first + 1, image.width, span);
+      continue;
+    }
+#endif
     for (int y = job.y_first; y <= job.y_last; ++y, span += 2) {
       if (!disc_row_span(job.disc, y, image.width, span[0], span[1])) span[0] = 1, span[1] = 0;
     }

@@ -1,10 +1,22 @@
 #include "core/decode.hpp"
 
 #include "core/decode_math.hpp"
+#include "core/simd.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+
+// The two scans over every head value (the non-finite check, and the objectness cutoff that
+// skips background cells) have AVX-512 twins, chosen at run time like circle_mask.cpp's.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
+#define FASTCELL_X86_SIMD 1
+#include <immintrin.h>
+#else
+#define FASTCELL_X86_SIMD 0
+#endif
 
 namespace fastcell::core {
 
@@ -12,17 +24,76 @@ namespace {
 
 std::string head_name(std::size_t h) { return "heads[" + std::to_string(h) + "]"; }
 
+#if FASTCELL_X86_SIMD
+__attribute__((target("avx512f,bmi2"))) bool any_non_finite_avx512(const float* p, std::size_t n) {
+  const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+  __mmask16 bad = 0;
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i bits = _mm512_loadu_si512(p + i);
+    bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exponent), exponent);
+  }
+  const auto rest = static_cast<__mmask16>(_bzhi_u32(0xFFFF, static_cast<unsigned>(n - i)));
+  const __m512i bits = _mm512_maskz_loadu_epi32(rest, p + i);
+  bad |= _mm512_mask_cmpeq_epi32_mask(rest, _mm512_and_si512(bits, exponent), exponent);
+  return bad != 0;
+}
+#endif
+
+bool any_non_finite(const float* p, std::size_t n) {
+#if FASTCELL_X86_SIMD
+  if (simd() >= Simd::avx512) return any_non_finite_avx512(p, n);
+#endif
+  return first_non_finite(p, n) != n;
+}
+
 void check_head_values(const HeadView& head, std::size_t h) {
   const std::size_t plane = static_cast<std::size_t>(head.height * head.width);
   const std::size_t n = static_cast<std::size_t>(head.batch * head.channels) * plane;
+  if (!any_non_finite(head.data, n)) return;
   const std::size_t bad = first_non_finite(head.data, n);
-  if (bad == n) return;
   const std::size_t per_image = static_cast<std::size_t>(head.channels) * plane;
   const std::size_t in_plane = bad % plane;
   throw std::invalid_argument(
       head_name(h) + " contains NaN or infinity (image " + std::to_string(bad / per_image) + ", channel " +
       std::to_string((bad % per_image) / plane) + ", y " + std::to_string(in_plane / head.width) + ", x " +
       std::to_string(in_plane % head.width) + "): the model output is broken");
+}
+
+// Bit k set when cell k of the `count` (≤ 16) at `objectness` is not below the cutoff (NaN is not
+// below it either: decode_cell's own test). Most cells are background; this finds the others
+// without a branch per cell.
+using CandidateScan = std::uint32_t (*)(const float* objectness, int count, float cutoff);
+
+std::uint32_t candidates_portable(const float* objectness, int count, float cutoff) {
+  std::uint32_t bits = 0;
+  for (int k = 0; k < count; ++k) bits |= static_cast<std::uint32_t>(!(objectness[k] < cutoff)) << k;
+  return bits;
+}
+
+#if FASTCELL_X86_SIMD
+__attribute__((target("avx512f,bmi2"))) std::uint32_t candidates_avx512(const float* objectness, int count,
+                                                                        float cutoff) {
+  const auto lanes = static_cast<__mmask16>(_bzhi_u32(0xFFFF, static_cast<unsigned>(count)));
+  return _mm512_mask_cmp_ps_mask(lanes, _mm512_maskz_loadu_ps(lanes, objectness), _mm512_set1_ps(cutoff), _CMP_NLT_UQ);
+}
+#endif
+
+CandidateScan candidate_scan() {
+#if FASTCELL_X86_SIMD
+  if (simd() >= Simd::avx512) return &candidates_avx512;
+#endif
+  return &candidates_portable;
+}
+
+int lowest_bit(std::uint32_t bits) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctz(bits);
+#else
+  int k = 0;
+  while (!(bits & 1u)) bits >>= 1, ++k;
+  return k;
+#endif
 }
 
 // One cell's formulas (and the objectness cutoff that skips background cells before any exp) live in
@@ -33,14 +104,19 @@ void decode_head(const HeadView& head, int num_classes, double score_threshold, 
   const std::int64_t per_anchor = num_classes + 5;
   const float* img = head.data + image * head.channels * plane;
   const double stride = head.stride;
+  const CandidateScan candidates = candidate_scan();
   DecodedCell cell;
   for (int a = 0; a < head.num_anchors; ++a) {
     const float* block = img + a * per_anchor * plane;
     const double anchor_w = head.anchors[2 * a], anchor_h = head.anchors[2 * a + 1];
-    for (std::int64_t i = 0; i < plane; ++i) {
-      if (decode_cell(block, plane, i, head.width, num_classes, stride, anchor_w, anchor_h, cutoff, score_threshold,
-                      cell))
-        out.push_back(cell.box, cell.score, cell.class_id);
+    for (std::int64_t first = 0; first < plane; first += 16) {
+      const int count = static_cast<int>(std::min<std::int64_t>(16, plane - first));
+      for (std::uint32_t bits = candidates(block + 4 * plane + first, count, cutoff); bits != 0; bits &= bits - 1) {
+        const std::int64_t i = first + lowest_bit(bits);
+        if (decode_cell(block, plane, i, head.width, num_classes, stride, anchor_w, anchor_h, cutoff, score_threshold,
+                        cell))
+          out.push_back(cell.box, cell.score, cell.class_id);
+      }
     }
   }
 }

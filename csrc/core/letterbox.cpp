@@ -14,6 +14,7 @@
 #include "core/letterbox.hpp"
 
 #include "core/letterbox_math.hpp"
+#include "core/simd.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -189,8 +190,6 @@ struct ChannelPick {
 };
 constexpr __mmask64 kLowBytes = 0x1111111111111111ULL;
 constexpr __mmask64 kPixelBytes = (1ULL << 48) - 1;  // 16 pixels × 3 bytes
-// All lanes: the masked conversion is the plain one, and spares GCC 12 a false -Wmaybe-uninitialized.
-constexpr __mmask16 kAllLanes = 0xFFFF;
 
 __attribute__((target("avx512f,avx512bw,avx512vbmi"))) ChannelPick make_channel_pick() {
   ChannelPick pick{};
@@ -203,11 +202,16 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) ChannelPick make_channel_
 }
 
 // Vertical pass into three planar rows (B, G, R) of `width` pixels:
-// (a + (b − a)·w)·norm per element, blend_rows' arithmetic.
+// (a + (b − a)·w)·norm per element, blend_rows' arithmetic. The permute drops each byte into the
+// low mantissa bits of the float 2²³ (whose other bytes it keeps), giving 2²³ + a exactly, so
+// a = that − 2²³ and b − a = (2²³ + b) − (2²³ + a) are two exact subtractions: the same values as
+// converting a and b and subtracting, one instruction fewer than two conversions and a subtraction.
 __attribute__((target("avx512f,avx512bw,avx512vbmi"))) void blend_rows_planar(
     const std::uint8_t* top, const std::uint8_t* bottom, float w, float norm, int width, const ChannelPick& pick,
     float* const planes[3]) {
   const __m512 wv = _mm512_set1_ps(w), nv = _mm512_set1_ps(norm);
+  const __m512 two23 = _mm512_set1_ps(8388608.0f);
+  const __m512i two23_bits = _mm512_castps_si512(two23);  // 0x4B000000: the low byte is free
   int x = 0;
   for (; x + kLanes <= width; x += kLanes) {
     const std::size_t at = 3 * static_cast<std::size_t>(x);
@@ -215,9 +219,12 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) void blend_rows_planar(
     const __m512i t = _mm512_maskz_loadu_epi8(kPixelBytes, top + at);
     const __m512i u = _mm512_maskz_loadu_epi8(kPixelBytes, bottom + at);
     for (int c = 0; c < 3; ++c) {
-      const __m512 a = _mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_maskz_permutexvar_epi8(kLowBytes, pick.index[c], t));
-      const __m512 b = _mm512_maskz_cvtepi32_ps(kAllLanes, _mm512_maskz_permutexvar_epi8(kLowBytes, pick.index[c], u));
-      _mm512_storeu_ps(planes[c] + x, _mm512_mul_ps(_mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(b, a), wv)), nv));
+      const __m512i a_bits = _mm512_mask_permutexvar_epi8(two23_bits, kLowBytes, pick.index[c], t);
+      const __m512i b_bits = _mm512_mask_permutexvar_epi8(two23_bits, kLowBytes, pick.index[c], u);
+      const __m512 a_biased = _mm512_castsi512_ps(a_bits), b_biased = _mm512_castsi512_ps(b_bits);
+      const __m512 a = _mm512_sub_ps(a_biased, two23);
+      const __m512 b_minus_a = _mm512_sub_ps(b_biased, a_biased);
+      _mm512_storeu_ps(planes[c] + x, _mm512_mul_ps(_mm512_add_ps(a, _mm512_mul_ps(b_minus_a, wv)), nv));
     }
   }
   for (; x < width; ++x) {
@@ -229,35 +236,35 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) void blend_rows_planar(
   }
 }
 
-// Horizontal pass of one planar row: out[x] = row[first] + (row[second] − row[first])·w[x].
-// `row` must be readable kWindow floats past its last pixel.
-__attribute__((target("avx512f"))) inline void resample_block(const float* __restrict row, const TapBlock& b,
-                                                              const float* __restrict weight, float* __restrict out,
-                                                              __mmask16 lanes) {
-  const __m512 lo = _mm512_loadu_ps(row + b.base);
-  const __m512 hi = _mm512_loadu_ps(row + b.base + kLanes);
-  const __m512 a = _mm512_permutex2var_ps(lo, _mm512_load_si512(b.first), hi);
-  const __m512 c = _mm512_permutex2var_ps(lo, _mm512_load_si512(b.second), hi);
+// Horizontal pass of the three planar rows (B, G, R): out[x] = row[first] + (row[second] − row[first])·w[x]
+// for each channel. The three channels share each block's taps and weights. `rows` must be readable
+// kWindow floats past their last pixel.
+__attribute__((target("avx512f"))) inline void resample_block(float* const rows[3], const TapBlock& b,
+                                                              const float* __restrict weight, float* const out[3],
+                                                              std::size_t at, __mmask16 lanes) {
+  const __m512i first = _mm512_load_si512(b.first), second = _mm512_load_si512(b.second);
   const __m512 w = _mm512_maskz_loadu_ps(lanes, weight);
-  _mm512_mask_storeu_ps(out, lanes, _mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(c, a), w)));
-}
-
-__attribute__((target("avx512f"))) void resample_plane(const float* __restrict row, const TapBlock* blocks,
-                                                       const float* __restrict weight, float* __restrict out,
-                                                       int count) {
-  const int full = count / kLanes;
-  for (int k = 0; k < full; ++k) resample_block(row, blocks[k], weight + k * kLanes, out + k * kLanes, 0xFFFF);
-  const int rest = count - full * kLanes;
-  if (rest > 0) {
-    const auto lanes = static_cast<__mmask16>((1u << rest) - 1);
-    resample_block(row, blocks[full], weight + full * kLanes, out + full * kLanes, lanes);
+  for (int c = 0; c < 3; ++c) {
+    const __m512 lo = _mm512_loadu_ps(rows[c] + b.base);
+    const __m512 hi = _mm512_loadu_ps(rows[c] + b.base + kLanes);
+    const __m512 p = _mm512_permutex2var_ps(lo, first, hi);
+    const __m512 q = _mm512_permutex2var_ps(lo, second, hi);
+    _mm512_mask_storeu_ps(out[c] + at, lanes, _mm512_add_ps(p, _mm512_mul_ps(_mm512_sub_ps(q, p), w)));
   }
 }
 
-bool has_avx512_vbmi() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vbmi");
-  return yes;
+__attribute__((target("avx512f"))) void resample_planes(float* const rows[3], const TapBlock* blocks,
+                                                        const float* __restrict weight, float* const out[3],
+                                                        int count) {
+  const int full = count / kLanes;
+  for (int k = 0; k < full; ++k) {
+    resample_block(rows, blocks[k], weight + k * kLanes, out, static_cast<std::size_t>(k) * kLanes, 0xFFFF);
+  }
+  const int rest = count - full * kLanes;
+  if (rest > 0) {
+    const auto lanes = static_cast<__mmask16>((1u << rest) - 1);
+    resample_block(rows, blocks[full], weight + full * kLanes, out, static_cast<std::size_t>(full) * kLanes, lanes);
+  }
 }
 
 // The whole image part of the letterbox for 8-bit BGR (padding is done by the caller). Returns
@@ -277,10 +284,8 @@ bool letterbox_bgr8_avx512(const ImageView<std::uint8_t>& image, const Letterbox
     const std::uint8_t* bottom = image.data + static_cast<std::ptrdiff_t>(ys.second[yi]) * image.row_stride;
     blend_rows_planar(top, bottom, ys.weight[yi], norm, image.width, pick, planes);
     const std::size_t at = static_cast<std::size_t>(g.pad_y + y) * size + static_cast<std::size_t>(g.pad_x);
-    for (int c = 0; c < 3; ++c) {  // B, G, R → planes 2, 1, 0 (RGB)
-      resample_plane(planes[c], blocks.data(), xs.weight.data(), out + static_cast<std::size_t>(2 - c) * plane + at,
-                     g.new_width);
-    }
+    float* const lines[3] = {out + 2 * plane + at, out + plane + at, out + at};  // B, G, R → planes 2, 1, 0 (RGB)
+    resample_planes(planes, blocks.data(), xs.weight.data(), lines, g.new_width);
   }
   return true;
 }
@@ -344,7 +349,7 @@ LetterboxParams letterbox_impl(const ImageView<T>& image, int size, float pad_va
 
 #if FASTCELL_X86_SIMD
   if constexpr (sizeof(T) == 1) {
-    if (channels == 3 && has_avx512_vbmi() && letterbox_bgr8_avx512(image, g, xs, ys, norm, size, out)) {
+    if (channels == 3 && simd() >= Simd::avx512 && letterbox_bgr8_avx512(image, g, xs, ys, norm, size, out)) {
       return params_of(image, g);
     }
   }
