@@ -12,6 +12,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bindings/register.hpp"
@@ -36,39 +37,56 @@ std::string describe(const py::array& a) {
   return s + ") " + std::string(py::str(a.dtype()));
 }
 
+// What an argument must be, for error messages: `name` and `expected` are callables returning the
+// strings (or plain strings), called only when an error is raised. These checks run for every call,
+// and building the messages up front cost more than the checks.
+template <typename T>
+std::string text(const T& t) {
+  if constexpr (std::is_invocable_v<const T&>) {
+    return std::string(t());
+  } else {
+    return std::string(t);
+  }
+}
+
 // obj as an ndarray of real numbers (float or integer), else TypeError naming what was expected.
-py::array real_array(py::handle obj, const std::string& name, const std::string& expected, bool integers_only = false) {
+template <typename Name, typename Expected>
+py::array real_array(py::handle obj, const Name& name, const Expected& expected, bool integers_only = false) {
   py::array a = py::array::ensure(obj);
-  if (!a) throw py::type_error(name + " must be " + expected + ", got " + std::string(py::str(py::type::of(obj))));
+  if (!a) {
+    const std::string got = py::str(py::type::of(obj));
+    throw py::type_error(text(name) + " must be " + text(expected) + ", got " + got);
+  }
   const char kind = a.dtype().kind();
   const bool ok = integers_only ? (kind == 'i' || kind == 'u') : (kind == 'f' || kind == 'i' || kind == 'u');
-  if (!ok) throw py::type_error(name + " must be " + expected + ", got " + describe(a));
+  if (!ok) throw py::type_error(text(name) + " must be " + text(expected) + ", got " + describe(a));
   return a;
 }
 
-void require(bool ok, const std::string& name, const std::string& expected, const py::array& a) {
-  if (!ok) throw py::value_error(name + " must be " + expected + ", got " + describe(a));
+template <typename Name, typename Expected>
+void require(bool ok, const Name& name, const Expected& expected, const py::array& a) {
+  if (!ok) throw py::value_error(text(name) + " must be " + text(expected) + ", got " + describe(a));
 }
 
 // An (N, 4) array of boxes as C-contiguous float32 (a copy only when it is not one already).
 // An empty list (shape (0,)) means no boxes, as for segment_cells.
-FloatArray boxes_array(py::handle obj, const std::string& name) {
-  const std::string expected = "(N, 4) float32";
+FloatArray boxes_array(py::handle obj, const char* name) {
+  const char* expected = "(N, 4) float32";
   py::array a = real_array(obj, name, expected);
   if (a.ndim() == 1 && a.shape(0) == 0) a = a.attr("reshape")(0, 4);
   require(a.ndim() == 2 && a.shape(1) == 4, name, expected, a);
   return FloatArray::ensure(a);
 }
 
-FloatArray vector_array(py::handle obj, const std::string& name, py::ssize_t n) {
-  const std::string expected = "(" + std::to_string(n) + ",) float32 (one per box)";
+FloatArray vector_array(py::handle obj, const char* name, py::ssize_t n) {
+  auto expected = [n] { return "(" + std::to_string(n) + ",) float32 (one per box)"; };
   py::array a = real_array(obj, name, expected);
   require(a.ndim() == 1 && a.shape(0) == n, name, expected, a);
   return FloatArray::ensure(a);
 }
 
 std::vector<std::int32_t> class_ids_vector(py::handle obj, py::ssize_t n) {
-  const std::string expected = "(" + std::to_string(n) + ",) int32 (one per box)";
+  auto expected = [n] { return "(" + std::to_string(n) + ",) int32 (one per box)"; };
   // An empty list arrives as float64 (0,): with no values there is nothing non-integer to refuse.
   const py::array probe = py::array::ensure(obj);
   const bool empty = probe && probe.size() == 0;
@@ -131,11 +149,14 @@ Heads parse_heads(py::handle heads, py::handle strides, py::handle anchors) {
                           ", " + std::to_string(ss.size()) + " and " + std::to_string(as.size()));
   Heads out;
   for (std::size_t h = 0; h < hs.size(); ++h) {
-    const std::string hname = "heads[" + std::to_string(h) + "]", aname = "anchors[" + std::to_string(h) + "]";
-    py::array head = real_array(hs[h], hname, "(N, 3·(C+5), H, W) float32");
-    require(head.ndim() == 4, hname, "(N, 3·(C+5), H, W) float32", head);
-    py::array anc = real_array(as[h], aname, "(A, 2) float32 (anchor width, height in pixels)");
-    require(anc.ndim() == 2 && anc.shape(1) == 2 && anc.shape(0) >= 1, aname, "(A, 2) float32 (anchor w, h in pixels)", anc);
+    auto hname = [h] { return "heads[" + std::to_string(h) + "]"; };
+    auto aname = [h] { return "anchors[" + std::to_string(h) + "]"; };
+    const char* head_shape = "(N, 3·(C+5), H, W) float32";
+    const char* anchor_shape = "(A, 2) float32 (anchor width, height in pixels)";
+    py::array head = real_array(hs[h], hname, head_shape);
+    require(head.ndim() == 4, hname, head_shape, head);
+    py::array anc = real_array(as[h], aname, anchor_shape);
+    require(anc.ndim() == 2 && anc.shape(1) == 2 && anc.shape(0) >= 1, aname, anchor_shape, anc);
     out.arrays.push_back(FloatArray::ensure(head));
     out.anchors.push_back(FloatArray::ensure(anc));
     core::HeadView v;
@@ -230,7 +251,7 @@ py::list postprocess(py::handle heads, py::handle params_obj, py::handle strides
                      bool class_agnostic, std::optional<py::ssize_t> max_detections) {
   const Heads h = parse_heads(heads, strides, anchors);
   const py::ssize_t batch = h.views.front().batch;
-  const std::string expected = "(" + std::to_string(batch) + ", 5) float32 [scale, pad_x, pad_y, width, height]";
+  auto expected = [batch] { return "(" + std::to_string(batch) + ", 5) float32 [scale, pad_x, pad_y, width, height]"; };
   py::array p = real_array(params_obj, "params", expected);
   if (p.ndim() == 1 && batch == 1) p = p.attr("reshape")(1, -1);  // one image: a (5,) row is fine
   require(p.ndim() == 2 && p.shape(0) == batch && p.shape(1) == 5, "params", expected, p);

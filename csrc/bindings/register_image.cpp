@@ -74,18 +74,20 @@ ImageArg layout_image(py::array arr) {
 
 // uint8 or uint16 (only uint8 when `allow_16bit` is false), (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
 ImageArg image_arg(const py::handle& obj, const char* name, bool allow_16bit, bool color_only) {
-  const std::string expected = color_only ? std::string(name) + " must be (H, W, 3) uint8 BGR"
-                                          : std::string(name) + " must be (H, W), (H, W, 3) or (H, W, 4) uint8" +
-                                                (allow_16bit ? " or uint16" : "");
-  if (!py::isinstance<py::array>(obj)) throw py::type_error(expected + ", got " + describe(obj));
+  auto expected = [&] {  // built only on failure: this runs for every frame
+    return color_only ? std::string(name) + " must be (H, W, 3) uint8 BGR"
+                      : std::string(name) + " must be (H, W), (H, W, 3) or (H, W, 4) uint8" +
+                            (allow_16bit ? " or uint16" : "");
+  };
+  if (!py::isinstance<py::array>(obj)) throw py::type_error(expected() + ", got " + describe(obj));
   auto arr = py::reinterpret_borrow<py::array>(obj);
   const bool dtype_ok = py::isinstance<py::array_t<std::uint8_t>>(arr) ||
                         (allow_16bit && py::isinstance<py::array_t<std::uint16_t>>(arr));
-  if (!dtype_ok) throw py::type_error(expected + ", got " + describe(obj));
+  if (!dtype_ok) throw py::type_error(expected() + ", got " + describe(obj));
   const bool ndim_ok = color_only ? (arr.ndim() == 3 && arr.shape(2) == 3)
                                   : (arr.ndim() == 2 || (arr.ndim() == 3 && (arr.shape(2) == 1 || arr.shape(2) == 3 ||
                                                                              arr.shape(2) == 4)));
-  if (!ndim_ok) throw py::value_error(expected + ", got " + describe(obj));
+  if (!ndim_ok) throw py::value_error(expected() + ", got " + describe(obj));
   if (arr.shape(0) > INT32_MAX / 8 || arr.shape(1) > INT32_MAX / 8) {
     throw py::value_error(std::string(name) + " is too large: " + describe(obj));
   }
@@ -184,31 +186,36 @@ py::tuple letterbox_batch(const py::sequence& images, const py::object& out, int
 
 // A (K, 4) or (K,) float32 array in C order (copied if strided; other dtypes are refused).
 py::array_t<float> float32_rows(const py::handle& obj, const char* name, py::ssize_t cols, py::ssize_t rows) {
-  const std::string expected = std::string(name) + " must be " +
-                               (cols ? "(K, " + std::to_string(cols) + ")" : std::string("(K,)")) + " float32";
-  if (!py::isinstance<py::array_t<float>>(obj)) throw py::type_error(expected + ", got " + describe(obj));
+  // The message is built only on failure: this runs for every frame.
+  auto expected = [&] {
+    return std::string(name) + " must be " + (cols ? "(K, " + std::to_string(cols) + ")" : std::string("(K,)")) +
+           " float32";
+  };
+  if (!py::isinstance<py::array_t<float>>(obj)) throw py::type_error(expected() + ", got " + describe(obj));
   auto arr = py::reinterpret_borrow<py::array>(obj);
   const bool shape_ok = cols ? (arr.ndim() == 2 && arr.shape(1) == cols) : arr.ndim() == 1;
   if (!shape_ok || (rows >= 0 && arr.shape(0) != rows)) {
-    throw py::value_error(expected + (rows >= 0 ? " with K = " + std::to_string(rows) : "") + ", got " +
+    throw py::value_error(expected() + (rows >= 0 ? " with K = " + std::to_string(rows) : "") + ", got " +
                           describe(obj));
   }
   return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(arr);
 }
 
 std::array<std::uint8_t, 3> triple(const py::handle& obj, const char* name, std::array<int, 3> high) {
-  const std::string expected = std::string(name) + " must be 3 integers within (" + std::to_string(high[0]) + ", " +
-                               std::to_string(high[1]) + ", " + std::to_string(high[2]) + ")";
+  auto expected = [&] {  // built only on failure
+    return std::string(name) + " must be 3 integers within (" + std::to_string(high[0]) + ", " +
+           std::to_string(high[1]) + ", " + std::to_string(high[2]) + "), got " + std::string(py::repr(obj));
+  };
   std::vector<long long> v;
   try {
     v = obj.cast<std::vector<long long>>();
   } catch (const py::cast_error&) {
-    throw py::type_error(expected + ", got " + std::string(py::repr(obj)));
+    throw py::type_error(expected());
   }
-  if (v.size() != 3) throw py::value_error(expected + ", got " + std::string(py::repr(obj)));
+  if (v.size() != 3) throw py::value_error(expected());
   std::array<std::uint8_t, 3> t{};
   for (std::size_t i = 0; i < 3; ++i) {
-    if (v[i] < 0 || v[i] > high[i]) throw py::value_error(expected + ", got " + std::string(py::repr(obj)));
+    if (v[i] < 0 || v[i] > high[i]) throw py::value_error(expected());
     t[i] = static_cast<std::uint8_t>(v[i]);
   }
   return t;
