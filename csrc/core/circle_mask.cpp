@@ -378,99 +378,109 @@ FASTCELL_AVX512 inline __m512i lookup(const ByteTable& table, __m512i index) {
   return _mm512_mask_blend_epi8(_mm512_movepi8_mask(index), low, high);
 }
 
-// The BGR bytes of up to 64 pixels in three registers.
-struct PixelBlock {
-  __m512i bytes[3];
+// What the byte loop needs for a whole span, in registers. Loaded once per span, not per block:
+// the loop stores through uint8_t pointers, which may alias anything, so the compiler would
+// otherwise reload every constant for every block.
+struct ByteRule {
+  __m512i pick[3];                // kChannelPicks.index
+  __m512i low_v, high_v;
+  ByteTable min_diff, max_diff;   // SaturationBounds
+  bool check_v, check_low_s, check_high_s;
 };
 
-// Which bytes of each register belong to a block's first n pixels.
-struct BlockBytes {
-  __mmask64 valid[3];
-};
-
-FASTCELL_AVX512 inline BlockBytes block_bytes(int n) {
-  BlockBytes bytes;
-  for (int k = 0; k < 3; ++k) {
-    bytes.valid[k] = _bzhi_u64(~0ULL, static_cast<unsigned>(std::clamp(3 * n - 64 * k, 0, 64)));
+FASTCELL_AVX512 inline ByteRule byte_rule(const SpanRule& rule) {
+  ByteRule r;
+  for (int c = 0; c < 3; ++c) {
+    r.pick[c] = _mm512_loadu_si512(kChannelPicks.index[c]);
   }
-  return bytes;
+  r.low_v = _mm512_set1_epi8(static_cast<char>(rule.range.low[2]));
+  r.high_v = _mm512_set1_epi8(static_cast<char>(rule.range.high[2]));
+  r.min_diff = load_table(rule.saturation.min_diff);
+  r.max_diff = load_table(rule.saturation.max_diff);
+  r.check_v = rule.check_v, r.check_low_s = rule.check_low_s, r.check_high_s = rule.check_high_s;
+  return r;
 }
 
-FASTCELL_AVX512 inline PixelBlock load_block(const std::uint8_t* src, int n, const BlockBytes& bytes) {
-  PixelBlock block;
-  for (int k = 0; k < 3; ++k) {
-    const std::uint8_t* at = src + 64 * k;
-    block.bytes[k] = n == 64 ? _mm512_loadu_si512(at) : _mm512_maskz_loadu_epi8(bytes.valid[k], at);
-  }
-  return block;
-}
-
-FASTCELL_AVX512 inline __m512i channel(const PixelBlock& block, int c) {
-  const __m512i at = _mm512_loadu_si512(kChannelPicks.index[c]);
-  return _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(block.bytes[0], at, block.bytes[1]),
-                                      kChannelPicks.from_third[c], at, block.bytes[2]);
+// Channel c of 64 pixels held in three registers (192 BGR bytes): byte 3p + c, from the first two
+// registers (index < 128) or the third.
+FASTCELL_AVX512 inline __m512i channel(const __m512i bytes[3], const ByteRule& r, int c) {
+  return _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(bytes[0], r.pick[c], bytes[1]),
+                                      kChannelPicks.from_third[c], r.pick[c], bytes[2]);
 }
 
 // V and S of the 64 pixels tested in bytes; bit p = pixel p passes.
-FASTCELL_AVX512 inline __mmask64 value_saturation_ok(const PixelBlock& block, const SpanRule& rule) {
-  const __m512i b = channel(block, 0), g = channel(block, 1), r = channel(block, 2);
-  const __m512i v = _mm512_max_epu8(_mm512_max_epu8(b, g), r);
-  const __m512i diff = _mm512_sub_epi8(v, _mm512_min_epu8(_mm512_min_epu8(b, g), r));
+FASTCELL_AVX512 inline __mmask64 value_saturation_ok(const __m512i bytes[3], const ByteRule& r) {
+  const __m512i b = channel(bytes, r, 0), g = channel(bytes, r, 1), red = channel(bytes, r, 2);
+  const __m512i v = _mm512_max_epu8(_mm512_max_epu8(b, g), red);
+  const __m512i diff = _mm512_sub_epi8(v, _mm512_min_epu8(_mm512_min_epu8(b, g), red));
   __mmask64 ok = ~0ULL;
-  if (rule.check_v) {
-    ok &= _mm512_cmpge_epu8_mask(v, _mm512_set1_epi8(static_cast<char>(rule.range.low[2]))) &
-          _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(static_cast<char>(rule.range.high[2])));
-  }
-  if (rule.check_low_s) ok &= _mm512_cmpge_epu8_mask(diff, lookup(load_table(rule.saturation.min_diff), v));
-  if (rule.check_high_s) ok &= _mm512_cmple_epu8_mask(diff, lookup(load_table(rule.saturation.max_diff), v));
+  if (r.check_v) ok &= _mm512_cmpge_epu8_mask(v, r.low_v) & _mm512_cmple_epu8_mask(v, r.high_v);
+  if (r.check_low_s) ok &= _mm512_cmpge_epu8_mask(diff, lookup(r.min_diff, v));
+  if (r.check_high_s) ok &= _mm512_cmple_epu8_mask(diff, lookup(r.max_diff, v));
   return ok;
 }
 
-// Pixel mask → mask of their bytes in each of the three registers (pixel p owns bytes 3p..3p+2):
-// register 0 holds pixels 0..20 and the first byte of 21, register 1 the rest of 21, 22..41 and
-// two bytes of 42, register 2 the last byte of 42 and 43..63.
-FASTCELL_AVX512 inline void pixel_bytes(std::uint64_t pixels, __mmask64 bytes[3]) {
-  bytes[0] = _pdep_u64(pixels, 0x9249249249249249ULL) * 7;
-  bytes[1] = _pdep_u64(pixels >> 22, 0x4924924924924924ULL) * 7 | ((pixels >> 21) & 1) * 3;
-  bytes[2] = _pdep_u64(pixels >> 43, 0x2492492492492492ULL) * 7 | ((pixels >> 42) & 1);
+// One block of `count` (≤ 64) pixels of a span; kFull: exactly 64, so no load or store needs a mask
+// for the span's end.
+template <bool kHsv, bool kHue, bool kSegmented, bool kFull>
+FASTCELL_AVX512 inline void paint_block(const std::uint8_t* src, std::int32_t* labels, std::uint8_t* segmented,
+                                        int count, __m512i label_lanes, const ByteRule& r, const SpanRule& rule) {
+  __m512i bytes[3];
+  for (int k = 0; k < 3; ++k) {
+    if constexpr (kFull) {
+      bytes[k] = _mm512_loadu_si512(src + 64 * k);
+    } else {
+      const int in_register = std::clamp(3 * count - 64 * k, 0, 64);
+      bytes[k] = _mm512_maskz_loadu_epi8(_bzhi_u64(~0ULL, static_cast<unsigned>(in_register)), src + 64 * k);
+    }
+  }
+  std::uint64_t ok = kFull ? ~0ULL : _bzhi_u64(~0ULL, static_cast<unsigned>(count));
+  if constexpr (kHue) {
+    ok = 0;
+    for (int c = 0; 16 * c < count; ++c) {
+      const __mmask16 passed = hsv_lanes_with_hue(src + 48 * c, std::min(16, count - 16 * c), rule.range);
+      ok |= static_cast<std::uint64_t>(passed) << (16 * c);
+    }
+  } else if constexpr (kHsv) {
+    ok &= value_saturation_ok(bytes, r);
+  }
+  // A pixel is taken when it passes and no higher-ranked detection has it yet.
+  std::uint64_t take = 0;
+  for (int c = 0; c < 4; ++c) {
+    if (!kFull && 16 * c >= count) break;
+    const auto lanes = static_cast<__mmask16>(ok >> (16 * c));
+    const __m512i old = _mm512_maskz_loadu_epi32(lanes, labels + 16 * c);
+    const __mmask16 free = _mm512_mask_cmpeq_epi32_mask(lanes, old, _mm512_setzero_si512());
+    _mm512_mask_storeu_epi32(labels + 16 * c, free, label_lanes);
+    take |= static_cast<std::uint64_t>(free) << (16 * c);
+  }
+  if constexpr (kSegmented) {
+    // Each taken pixel's bit spread over its three bytes (pixel p owns bytes 3p..3p+2): register 0
+    // holds pixels 0..20 and the first byte of 21, register 1 the rest of 21, 22..41 and two bytes of
+    // 42, register 2 the last byte of 42 and 43..63. Scalar bit work: the vector units are the
+    // busy ones here (spreading with byte permutes was measured slower).
+    const __mmask64 keep[3] = {_pdep_u64(take, 0x9249249249249249ULL) * 7,
+                               _pdep_u64(take >> 22, 0x4924924924924924ULL) * 7 | ((take >> 21) & 1) * 3,
+                               _pdep_u64(take >> 43, 0x2492492492492492ULL) * 7 | ((take >> 42) & 1)};
+    for (int k = 0; k < 3; ++k) {
+      if (keep[k] != 0) _mm512_mask_storeu_epi8(segmented + 64 * k, keep[k], bytes[k]);
+    }
+  }
 }
 
 template <bool kHsv, bool kHue, bool kSegmented>
 FASTCELL_AVX512 void span_avx512(const std::uint8_t* src, std::int32_t* labels, std::uint8_t* segmented, int n,
                                  std::int32_t label, const SpanRule& rule) {
+  const ByteRule r = byte_rule(rule);
   const __m512i label_lanes = _mm512_set1_epi32(label);
-  for (int i = 0; i < n; i += 64) {
-    const int count = std::min(64, n - i);
-    const BlockBytes bytes = block_bytes(count);
-    const PixelBlock block = load_block(src + 3 * i, count, bytes);
-    std::uint64_t ok = _bzhi_u64(~0ULL, static_cast<unsigned>(count));
-    if constexpr (kHue) {
-      ok = 0;
-      for (int c = 0; 16 * c < count; ++c) {
-        const int at = i + 16 * c;
-        const __mmask16 passed = hsv_lanes_with_hue(src + 3 * at, std::min(16, n - at), rule.range);
-        ok |= static_cast<std::uint64_t>(passed) << (16 * c);
-      }
-    } else if constexpr (kHsv) {
-      ok &= value_saturation_ok(block, rule);
-    }
-    // A pixel is taken when it passes and no higher-ranked detection has it yet.
-    std::uint64_t take = 0;
-    for (int c = 0; 16 * c < count; ++c) {
-      const auto lanes = static_cast<__mmask16>(ok >> (16 * c));
-      std::int32_t* at = labels + i + 16 * c;
-      const __m512i old = _mm512_maskz_loadu_epi32(lanes, at);
-      const __mmask16 free = _mm512_mask_cmpeq_epi32_mask(lanes, old, _mm512_setzero_si512());
-      _mm512_mask_storeu_epi32(at, free, label_lanes);
-      take |= static_cast<std::uint64_t>(free) << (16 * c);
-    }
-    if constexpr (kSegmented) {
-      __mmask64 keep[3];
-      pixel_bytes(take, keep);
-      for (int k = 0; k < 3; ++k) {
-        if (keep[k] != 0) _mm512_mask_storeu_epi8(segmented + 3 * i + 64 * k, keep[k], block.bytes[k]);
-      }
-    }
+  int i = 0;
+  for (; i + 64 <= n; i += 64) {
+    paint_block<kHsv, kHue, kSegmented, true>(src + 3 * i, labels + i, kSegmented ? segmented + 3 * i : nullptr, 64,
+                                              label_lanes, r, rule);
+  }
+  if (i < n) {
+    paint_block<kHsv, kHue, kSegmented, false>(src + 3 * i, labels + i, kSegmented ? segmented + 3 * i : nullptr,
+                                               n - i, label_lanes, r, rule);
   }
 }
 
