@@ -10,8 +10,8 @@ namespace fastcell::core {
 
 namespace {
 
-// Scratch reused across the images of a batch so the per-image path allocates only when a frame
-// holds more candidates than any before it.
+// Scratch reused across the images of a batch, and across calls (one per thread), so the per-image
+// path allocates only when a frame holds more candidates than any before it.
 struct Workspace {
   Detections candidates;
   NmsWorkspace nms;
@@ -66,7 +66,7 @@ std::vector<Detections> postprocess(const std::vector<HeadView>& heads, const Le
   const std::size_t batch = static_cast<std::size_t>(heads[0].batch);
   check_letterbox_params(params, batch);
   std::vector<Detections> out(batch);
-  Workspace ws;
+  thread_local Workspace ws;
   for (std::size_t n = 0; n < batch; ++n)
     postprocess_image(heads, params[n], options, static_cast<std::int64_t>(n), ws, out[n]);
   return out;
