@@ -62,6 +62,7 @@ def letterbox_batch(
     size: int = 416,
     pad_value: float = 114.0,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
+def _pooled_bytes() -> int: ...
 def segment_cells(
     image: npt.NDArray[np.uint8],
     boxes: npt.NDArray[np.float32],

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastcell import ops
+from fastcell import _core, ops
 from fastcell.reference import image as ref
 
 STEP = 1.0 / 255.0  # the letterbox tolerance: one 8-bit level
@@ -419,6 +419,36 @@ def test_segment_layouts_and_argument_types_give_the_same_answer():
     np.testing.assert_array_equal(
         ops.segment_cells(flipped, boxes, scores)[1], ops.segment_cells(flipped.copy(), boxes, scores)[1]
     )
+
+
+def test_segment_outputs_reuse_freed_buffers_but_never_live_ones():
+    # Output buffers are recycled (a new batch's arrays would otherwise be page-faulted in afresh):
+    # a freed array's buffer serves the next call, a live array's never does.
+    rng = np.random.default_rng(21)
+    image = random_image(rng, (480, 640, 3))
+    boxes = np.array([[100, 100, 220, 210], [300, 50, 420, 170]], np.float32)
+    scores = np.array([0.9, 0.8], np.float32)
+    want_labels, want_segmented = ref.segment_cells(image, boxes, scores, draw="exact")
+    first = ops.segment_cells(image, boxes, scores)
+    second = ops.segment_cells(image, boxes, scores)
+    assert first[0].ctypes.data != second[0].ctypes.data and first[1].ctypes.data != second[1].ctypes.data
+    second[0][:] = -1
+    second[1][:] = 255
+    np.testing.assert_array_equal(first[0], want_labels)  # untouched by writes to the other
+    np.testing.assert_array_equal(first[1], want_segmented)
+    address = first[0].ctypes.data
+    del first
+    third = ops.segment_cells(image, boxes, scores)
+    assert third[0].ctypes.data == address  # the freed buffer, reused
+    np.testing.assert_array_equal(third[0], want_labels)  # and wholly rewritten
+    np.testing.assert_array_equal(third[1], want_segmented)
+
+
+def test_output_pool_keeps_at_most_64_mb():
+    image = np.zeros((3000, 3000, 3), np.uint8)  # 63 MB of outputs per call
+    outputs = [ops.segment_cells(image, [[0, 0, 50, 50]], [1.0]) for _ in range(3)]
+    del outputs
+    assert _core._pooled_bytes() <= 64 << 20
 
 
 def test_inputs_are_not_modified():

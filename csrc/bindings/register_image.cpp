@@ -15,6 +15,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include "bindings/output_pool.hpp"
 #include "bindings/register.hpp"
 #include "core/circle_mask.hpp"
 #include "core/letterbox.hpp"
@@ -267,8 +268,8 @@ SegmentJob segment_job(const py::handle& image, const py::handle& boxes, const p
   job.boxes = float32_rows(boxes, ("boxes" + suffix).c_str(), 4, -1);
   job.scores = float32_rows(scores, ("scores" + suffix).c_str(), 0, job.boxes.shape(0));
   if (job.boxes.shape(0) > INT32_MAX - 1) throw py::value_error("too many boxes: " + describe(boxes));
-  job.labels = py::array_t<std::int32_t>({job.image.height, job.image.width});
-  job.segmented = py::array_t<std::uint8_t>({job.image.height, job.image.width, 3});
+  job.labels = pooled_array<std::int32_t>({job.image.height, job.image.width});
+  job.segmented = pooled_array<std::uint8_t>({job.image.height, job.image.width, 3});
   return job;
 }
 
@@ -356,6 +357,7 @@ void register_image(py::module_& m) {
   m.def("letterbox_batch", &letterbox_batch, py::arg("images"), py::arg("out") = py::none(), py::arg("size") = 416,
         py::arg("pad_value") = 114.0,
         "Letterbox a sequence of images into one (N, 3, size, size) float32 array; see fastcell.ops.letterbox_batch.");
+  m.def("_pooled_bytes", &pooled_bytes, "Bytes of freed output buffers the pool keeps for reuse (tests).");
   m.def("segment_cells", &segment_cells, py::arg("image"), py::arg("boxes"), py::arg("scores"),
         py::arg("hsv_low") = py::none(), py::arg("hsv_high") = py::none(), py::arg("disc") = "circle",
         py::arg("fill") = py::make_tuple(0, 0, 0),
