@@ -28,7 +28,7 @@
 
 // The 8-bit BGR path (what cameras deliver) has an AVX-512 twin, compiled with a target attribute
 // and chosen at run time, so a portable build still runs it where the CPU has AVX-512 VBMI
-// (640×480 → 416: 0.135 ms against 0.193 ms for the portable code on the dev machine's Zen 4).
+// (640×480 → 416: ~0.14 ms against ~0.31 ms for the portable code on the dev machine's Zen 4).
 // An AVX2 twin of it was measured no faster than the portable code there, so there is none.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
 #define FASTCELL_X86_SIMD 1
