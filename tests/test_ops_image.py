@@ -444,6 +444,11 @@ def test_segment_outputs_reuse_freed_buffers_but_never_live_ones():
     np.testing.assert_array_equal(third[1], want_segmented)
 
 
+def test_small_outputs_are_plain_arrays():
+    labels, segmented = ops.segment_cells(np.zeros((8, 8, 3), np.uint8), [[0, 0, 4, 4]], [1.0])
+    assert labels.flags.owndata and segmented.flags.owndata  # only outputs of 64 KiB and up are pooled
+
+
 def test_output_pool_keeps_at_most_64_mb():
     image = np.zeros((3000, 3000, 3), np.uint8)  # 63 MB of outputs per call
     outputs = [ops.segment_cells(image, [[0, 0, 50, 50]], [1.0]) for _ in range(3)]

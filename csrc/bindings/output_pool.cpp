@@ -14,7 +14,7 @@ constexpr std::size_t kHeader = 64;
 struct Pool {
   std::mutex mutex;
   std::multimap<std::size_t, void*> free;  // by size, oldest first: data pointers ready for reuse
-  std::size_t held = 0;                    // bytes in `free`
+  std::size_t held = 0;                    // bytes allocated for the buffers in `free`
 };
 
 // Never destroyed: arrays can outlive every static at interpreter exit and still give back.
@@ -24,6 +24,9 @@ Pool& pool() {
 }
 
 std::size_t& size_of(void* data) { return *reinterpret_cast<std::size_t*>(static_cast<char*>(data) - kHeader); }
+
+// What a buffer of `bytes` really takes: its header, rounded up as aligned_alloc wants.
+std::size_t allocation(std::size_t bytes) { return (kHeader + bytes + 63) / 64 * 64; }
 
 }  // namespace
 
@@ -37,12 +40,11 @@ void* pool_take(std::size_t bytes) {
       const auto hit = std::prev(end);
       void* data = hit->second;
       p.free.erase(hit);
-      p.held -= bytes;
+      p.held -= allocation(bytes);
       return data;
     }
   }
-  const std::size_t total = (kHeader + bytes + 63) / 64 * 64;  // aligned_alloc wants a multiple
-  char* block = static_cast<char*>(std::aligned_alloc(64, total));
+  char* block = static_cast<char*>(std::aligned_alloc(64, allocation(bytes)));
   if (block == nullptr) return nullptr;
   void* data = block + kHeader;
   size_of(data) = bytes;
@@ -54,10 +56,10 @@ void pool_give(void* data) noexcept {
   {
     Pool& p = pool();
     std::lock_guard<std::mutex> lock(p.mutex);
-    if (p.held + bytes <= kPoolBytes) {
+    if (p.held + allocation(bytes) <= kPoolBytes) {
       try {
         p.free.emplace(bytes, data);
-        p.held += bytes;
+        p.held += allocation(bytes);
         return;
       } catch (...) {  // no memory for the pool's node: free the buffer instead
       }

@@ -495,7 +495,7 @@ FASTCELL_AVX512 void disc_row_spans_avx512(const Disc& d, int y_first, int rows,
   // pixel_in_disc's sides, in its order of operations: dx·dx·b·b + dy·dy·a·a ≤ a·a·b·b.
   const __m512d radius_term = _mm512_mul_pd(_mm512_mul_pd(_mm512_mul_pd(a, a), b), b);
   for (int r = 0; r < rows; r += 8) {
-    const auto lanes = static_cast<__mmask8>(_bzhi_u32(0xFF, static_cast<unsigned>(rows - r)));
+    const auto lanes = static_cast<__mmask8>(_bzhi_u32(0xFF, static_cast<unsigned>(std::min(rows - r, 8))));
     const __m512d y = _mm512_add_pd(_mm512_set1_pd(y_first + r), _mm512_setr_pd(0, 1, 2, 3, 4, 5, 6, 7));
     const __m512d dy = _mm512_sub_pd(_mm512_add_pd(y, half_pixel), cy);
     const __m512d row_term = _mm512_mul_pd(_mm512_mul_pd(_mm512_mul_pd(dy, dy), a), a);
