@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fastcell import ops
 from fastcell.io.writers import (
     COCO_FILE,
     CSV_FILE,
@@ -134,6 +135,50 @@ def test_instance_counts_of_a_label_image_match_pycocotools(seed):
             mask = labels == i + 1
             assert runs[i][1] == mask.sum()
             assert strings[i] == mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_coco_rle_equals_pycocotools_and_the_numpy_twin(seed):
+    """fastcell.ops.coco_rle (what the writers use) against pycocotools and instance_counts."""
+    mask_util = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(100 + seed)
+    for trial in range(150):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        n = int(rng.integers(0, 7))
+        labels = np.zeros((h, w), np.int32)
+        for value in range(1, n + 3):  # values n+1, n+2 exist but lie outside 1..n: background
+            y, x = rng.integers(0, [h, w])
+            labels[y:y + rng.integers(1, 30), x:x + rng.integers(1, 30)] = value
+        if trial % 4 == 0:
+            labels[0, 0] = labels[-1, -1] = 1 if n else 0  # runs at the first and the last pixel
+        if trial % 5 == 0:
+            labels = labels[::-1, ::2]  # a strided, flipped view
+        if trial % 7 == 0:
+            labels = labels.astype(np.uint16)
+        strings, areas = ops.coco_rle(labels, n)
+        assert len(strings) == n and areas.dtype == np.int64
+        reference = instance_counts(np.asarray(labels, np.int64), n)
+        assert strings == compress_many([counts for counts, _ in reference])
+        for i in range(n):
+            mask = labels == i + 1
+            assert areas[i] == mask.sum()
+            assert strings[i] == mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+
+
+def test_compiled_coco_rle_edge_cases_and_bad_input():
+    empty, areas = ops.coco_rle(np.zeros((4, 5), np.int32), 2)
+    assert empty == [compress_many([[20]])[0]] * 2 and areas.tolist() == [0, 0]
+    assert ops.coco_rle(np.zeros((0, 5), np.int32), 1)[0] == [compress_many([[0]])[0]]
+    strings, areas = ops.coco_rle(np.ones((3, 3), np.int32), 0)
+    assert strings == [] and areas.shape == (0,)
+    with pytest.raises(TypeError, match="integer"):
+        ops.coco_rle(np.zeros((3, 3), np.float32), 1)
+    with pytest.raises(ValueError, match=r"\(H, W\) int32"):
+        ops.coco_rle(np.zeros((3, 3, 1), np.int32), 1)
+    with pytest.raises(ValueError, match="int32"):
+        ops.coco_rle(np.array([[2**40]], np.int64), 1)
+    with pytest.raises(ValueError, match=">= 0"):
+        ops.coco_rle(np.zeros((3, 3), np.int32), -1)
 
 
 def test_rle_large_counts_and_negative_deltas():

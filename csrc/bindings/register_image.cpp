@@ -18,6 +18,7 @@
 #include "bindings/output_pool.hpp"
 #include "bindings/register.hpp"
 #include "core/circle_mask.hpp"
+#include "core/coco_rle.hpp"
 #include "core/letterbox.hpp"
 
 namespace py = pybind11;
@@ -351,12 +352,43 @@ py::list segment_cells_batch(const py::sequence& images, const py::sequence& box
 
 }  // namespace
 
+// COCO RLE of instances 1..count of an (H, W) int32 label image (a C-contiguous copy is made when
+// needed): their compressed strings and pixel areas.
+py::tuple instance_rles(const py::handle& labels_obj, long long count) {
+  if (!py::isinstance<py::array_t<std::int32_t>>(labels_obj)) {
+    throw py::type_error("labels must be an (H, W) int32 array, got " + describe(labels_obj));
+  }
+  const auto labels = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>::ensure(labels_obj);
+  if (labels.ndim() != 2) throw py::value_error("labels must be an (H, W) int32 array, got " + describe(labels_obj));
+  if (count < 0 || count > INT32_MAX) throw py::value_error("count must be in [0, 2^31), got " + std::to_string(count));
+  if (labels.shape(0) > INT32_MAX || labels.shape(1) > INT32_MAX) {
+    throw py::value_error("labels is too large: " + describe(labels_obj));
+  }
+  std::vector<core::InstanceRle> rles;
+  {
+    // Safe without the GIL: `labels` is an owned reference (or our own copy), only read.
+    py::gil_scoped_release release;
+    rles = core::instance_rles(labels.data(), static_cast<int>(labels.shape(0)), static_cast<int>(labels.shape(1)),
+                               static_cast<std::ptrdiff_t>(labels.shape(1)), static_cast<int>(count));
+  }
+  py::list strings;
+  py::array_t<std::int64_t> areas(static_cast<py::ssize_t>(rles.size()));
+  auto area = areas.mutable_unchecked<1>();
+  for (std::size_t i = 0; i < rles.size(); ++i) {
+    strings.append(py::str(rles[i].counts));
+    area(static_cast<py::ssize_t>(i)) = rles[i].area;
+  }
+  return py::make_tuple(strings, areas);
+}
+
 void register_image(py::module_& m) {
   m.def("letterbox", &letterbox, py::arg("image"), py::arg("size") = 416, py::arg("pad_value") = 114.0,
         "Letterbox one uint8/uint16 image into a (3, size, size) float32 RGB array; see fastcell.ops.letterbox.");
   m.def("letterbox_batch", &letterbox_batch, py::arg("images"), py::arg("out") = py::none(), py::arg("size") = 416,
         py::arg("pad_value") = 114.0,
         "Letterbox a sequence of images into one (N, 3, size, size) float32 array; see fastcell.ops.letterbox_batch.");
+  m.def("instance_rles", &instance_rles, py::arg("labels"), py::arg("count"),
+        "COCO compressed RLE strings and areas of instances 1..count; see fastcell.ops.coco_rle.");
   m.def("_pooled_bytes", &pooled_bytes, "Bytes of freed output buffers the pool keeps for reuse (tests).");
   m.def("segment_cells", &segment_cells, py::arg("image"), py::arg("boxes"), py::arg("scores"),
         py::arg("hsv_low") = py::none(), py::arg("hsv_high") = py::none(), py::arg("disc") = "circle",

@@ -9,6 +9,6 @@ from fastcell.ops._boxes import box_iou, decode, gbciou_merge, nms, postprocess
 
 __all__ = ["box_iou", "decode", "nms", "gbciou_merge", "postprocess"]
 # Each area appends its import and its names below (``__all__ += [...]``).
-from fastcell.ops._image import letterbox, letterbox_batch, segment_cells, segment_cells_batch  # noqa: E402
+from fastcell.ops._image import coco_rle, letterbox, letterbox_batch, segment_cells, segment_cells_batch  # noqa: E402
 
-__all__ += ["letterbox", "letterbox_batch", "segment_cells", "segment_cells_batch"]
+__all__ += ["letterbox", "letterbox_batch", "segment_cells", "segment_cells_batch", "coco_rle"]

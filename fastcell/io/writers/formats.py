@@ -21,8 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fastcell.ops import coco_rle
 from fastcell.results import Result
-from fastcell.io.writers._rle import compress_many, instance_counts
 
 __all__ = [
     "MAX_LABEL",
@@ -169,15 +169,18 @@ def coco_image(result: Result, file_name: str, frame_index: int | None = None) -
     return entry
 
 
-def mask_runs(result: Result) -> list[tuple[list[int], int]] | None:
-    """Each detection's mask as uncompressed COCO counts and its pixel area (``None`` without labels).
+def mask_runs(result: Result) -> list[tuple[str, int]] | None:
+    """Each detection's mask as pycocotools' compressed RLE string and its pixel area (``None``
+    without labels).
 
-    Computed in one pass over the label image; :func:`coco_annotations` and :func:`csv_rows` take
-    it so a writer that needs both computes it once.
+    Computed in one compiled pass over the label image (:func:`fastcell.ops.coco_rle`);
+    :func:`coco_annotations` and :func:`csv_rows` take it so a writer that needs both computes it
+    once.
     """
     if result.labels is None:
         return None
-    return instance_counts(result.labels, len(result))
+    counts, areas = coco_rle(result.labels, len(result))
+    return list(zip(counts, areas.tolist()))
 
 
 def _polygon(points: np.ndarray) -> list[float]:
@@ -191,7 +194,7 @@ def _polygon(points: np.ndarray) -> list[float]:
 
 
 def coco_annotations(result: Result, segmentation: str = "rle",
-                     runs: list[tuple[list[int], int]] | None = None) -> list[dict[str, Any]]:
+                     runs: list[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
     """COCO ``annotations`` of a frame, without ``id``/``image_id`` (assigned when files are merged).
 
     Parameters
@@ -222,7 +225,7 @@ def coco_annotations(result: Result, segmentation: str = "rle",
         polygons = result.polygons() if segmentation == "polygon" else None
         # Polygons replace RLE where there is a contour; RLE strings only for the rest.
         need_rle = [i for i in range(len(result)) if polygons is None or not len(polygons[i])]
-        rle = dict(zip(need_rle, compress_many([runs[i][0] for i in need_rle])))
+        rle = {i: runs[i][0] for i in need_rle}
     anns = []
     for i, (box, score, cls) in enumerate(zip(result.boxes, result.scores, result.class_ids)):
         x1, y1, x2, y2 = (float(v) for v in box)
@@ -248,7 +251,7 @@ def coco_categories(classes: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 # -- CSV ---------------------------------------------------------------------------------------------
-def csv_rows(result: Result, image_name: str, runs: list[tuple[list[int], int]] | None = None) -> list[list[str]]:
+def csv_rows(result: Result, image_name: str, runs: list[tuple[str, int]] | None = None) -> list[list[str]]:
     """One row per cell, columns :data:`CSV_HEADER`; ``area`` is the mask's pixel count ("" without masks).
 
     ``runs``: :func:`mask_runs` of ``result``, if already computed.
