@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -13,6 +15,16 @@ DATA = Path(os.environ.get("FASTCELL_DATA", REPO.parent / "shared" / "data"))
 BCCD = DATA / "bccd"
 WBC_SEG = DATA / "wbc-seg"
 SAMPLES = REPO / "tests" / "data"
+
+
+def voc_objects(xml_path: Path) -> tuple[np.ndarray, list[str]]:
+    """(K, 4) float32 boxes (xmin, ymin, xmax, ymax) and class names of a Pascal VOC file.
+
+    Read with ElementTree, independently of ``fastcell.data``'s own reader (which is under test).
+    """
+    objects = list(ET.parse(xml_path).getroot().iter("object"))
+    boxes = [[float(o.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")] for o in objects]
+    return np.asarray(boxes, np.float32).reshape(-1, 4), [o.find("name").text for o in objects]
 
 
 def _need(path: Path, what: str) -> Path:

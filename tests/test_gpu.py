@@ -14,12 +14,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import voc_objects
 from fastcell import ops
 
 pytestmark = pytest.mark.gpu
@@ -58,10 +58,7 @@ def read_bgr(path: Path) -> np.ndarray:
 
 
 def voc_boxes(bccd_dir: Path, image_path: Path) -> np.ndarray:
-    root = ET.parse(bccd_dir / "Annotations" / (image_path.stem + ".xml")).getroot()
-    boxes = [[float(o.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
-             for o in root.iter("object")]
-    return np.asarray(boxes, np.float32).reshape(-1, 4)
+    return voc_objects(bccd_dir / "Annotations" / (image_path.stem + ".xml"))[0]
 
 
 # -- letterbox ---------------------------------------------------------------------------------------------

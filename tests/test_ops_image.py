@@ -8,7 +8,6 @@ exactly. Real images: the BCCD test split with its Pascal VOC boxes.
 from __future__ import annotations
 
 import threading
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import voc_objects
 from fastcell import _core, ops
 from fastcell.reference import image as ref
 
@@ -29,12 +29,7 @@ def random_image(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.uint
 
 
 def voc_boxes(image_path: Path) -> np.ndarray:
-    xml = image_path.parent.parent / "Annotations" / (image_path.stem + ".xml")
-    rows = [
-        [float(obj.find("bndbox").find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
-        for obj in ET.parse(xml).getroot().iter("object")
-    ]
-    return np.array(rows, dtype=np.float32).reshape(-1, 4)
+    return voc_objects(image_path.parent.parent / "Annotations" / (image_path.stem + ".xml"))[0]
 
 
 # --- letterbox ------------------------------------------------------------------------------------
@@ -524,9 +519,7 @@ def sample_frames() -> list[tuple[np.ndarray, np.ndarray]]:
     frames = []
     for k, path in enumerate(sorted(SAMPLES.glob("*.jpg"))):
         image = cv2.imread(str(path))
-        rows = [[float(o.find("bndbox").find(c).text) for c in ("xmin", "ymin", "xmax", "ymax")]
-                for o in ET.parse(path.with_suffix(".xml")).getroot().iter("object")]
-        boxes = np.array(rows, np.float32).reshape(-1, 4)
+        boxes = voc_objects(path.with_suffix(".xml"))[0]
         if k == 1:  # a crop: boxes shift, some leave the frame
             image, boxes = image[50:383, 70:587], boxes - [70, 50, 70, 50]
         elif k == 2:  # half size

@@ -6,13 +6,13 @@ back are real cells.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from conftest import voc_objects
 from fastcell import ops
 from fastcell.annotator import Annotator
 from fastcell.postprocess import Postprocessor, apply_overrides
@@ -31,10 +31,8 @@ SHAPES = [(13, 13), (26, 26)]  # the output sizes of SPEC.heads (strides 32, 16)
 def sample(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """BCCD sample k: (BGR image, boxes, class_ids)."""
     path = sorted(SAMPLES.glob("*.jpg"))[k]
-    objects = list(ET.parse(path.with_suffix(".xml")).getroot().iter("object"))
-    boxes = np.array([[float(o.find("bndbox").find(c).text) for c in ("xmin", "ymin", "xmax", "ymax")]
-                      for o in objects], np.float32)
-    return cv2.imread(str(path)), boxes, np.array([CLASSES.index(o.find("name").text) for o in objects])
+    boxes, names = voc_objects(path.with_suffix(".xml"))
+    return cv2.imread(str(path)), boxes, np.array([CLASSES.index(name) for name in names])
 
 
 def heads_for(frames: list[np.ndarray], truths: list[tuple[np.ndarray, np.ndarray]], spec: ModelSpec = SPEC):
