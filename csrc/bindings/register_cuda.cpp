@@ -16,6 +16,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include "bindings/checks.hpp"
 #include "bindings/register.hpp"
 
 #ifdef FASTCELL_WITH_CUDA
@@ -62,12 +63,6 @@ int checked_value(long long v, long long low, long long high, const std::string&
   return static_cast<int>(v);
 }
 
-double checked_pad(double pad_value) {
-  if (!(pad_value >= 0.0 && pad_value <= 255.0))
-    throw py::value_error("pad_value must be in [0, 255] (8-bit units), got " + std::to_string(pad_value));
-  return pad_value;
-}
-
 py::array_t<float> params_array(const std::vector<core::LetterboxParams>& params) {
   py::array_t<float> out({static_cast<py::ssize_t>(params.size()), py::ssize_t{5}});
   auto o = out.mutable_unchecked<2>();
@@ -84,7 +79,7 @@ py::tuple letterbox_batch(const carray<std::uint8_t>& frames, int size, double p
   expect(frames.ndim() == 4 && (frames.shape(3) == 1 || frames.shape(3) == 3 || frames.shape(3) == 4) &&
              frames.shape(0) >= 1 && frames.shape(1) >= 1 && frames.shape(2) >= 1,
          "frames must be (N>=1, H>=1, W>=1, 1|3|4) uint8", frames);
-  checked_value(size, 1, 16384, "size");
+  checked_size(size);
   checked_pad(pad_value);
   require_device();
   const int n = static_cast<int>(frames.shape(0)), h = static_cast<int>(frames.shape(1)),
@@ -114,7 +109,7 @@ py::array_t<float> letterbox_batch_device(std::uintptr_t frames, int count, int 
                                           std::int64_t row_stride, std::int64_t image_stride, int size,
                                           double pad_value, std::uintptr_t out, std::uintptr_t stream) {
   checked_value(count, 0, INT32_MAX, "count");
-  checked_value(size, 1, 16384, "size");
+  checked_size(size);
   checked_pad(pad_value);
   if (count == 0) return params_array({});  // nothing to letterbox: no frame is read, no device needed
   require_device();
@@ -236,7 +231,7 @@ py::tuple segment_cells(const carray<std::uint8_t>& image, const carray<float>& 
   expect(scores.ndim() == 1 && scores.shape(0) == boxes.shape(0), "scores must be (K,) float32", scores);
   if (hsv_low.has_value() != hsv_high.has_value())
     throw py::value_error("hsv_low and hsv_high must both be given or both be None");
-  if (disc != "circle" && disc != "ellipse") throw py::value_error("disc must be 'circle' or 'ellipse', got '" + disc + "'");
+  const core::DiscShape shape = disc_shape(disc);
   core::HsvRange hsv;
   if (hsv_low) {
     hsv.enabled = true;
@@ -272,7 +267,7 @@ py::tuple segment_cells(const carray<std::uint8_t>& image, const carray<float>& 
     d_scores.upload(score_data, static_cast<std::size_t>(count), kStream);
     cuda::segment_cells(core::ImageView<std::uint8_t>{d_image.data(), h, w, 3, static_cast<std::ptrdiff_t>(w) * 3},
                         d_boxes.data(), d_scores.data(), count,
-                        disc == "circle" ? core::DiscShape::circle : core::DiscShape::ellipse, hsv, fill_bgr,
+                        shape, hsv, fill_bgr,
                         d_labels.data(), d_segmented.data(), kStream);
     d_labels.download(labels_out, pixels, kStream);
     d_segmented.download(segmented_out, 3 * pixels, kStream);

@@ -15,6 +15,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include "bindings/checks.hpp"
 #include "bindings/output_pool.hpp"
 #include "bindings/register.hpp"
 #include "core/circle_mask.hpp"
@@ -26,7 +27,6 @@ namespace py = pybind11;
 namespace fastcell::bindings {
 namespace {
 
-constexpr int kMaxSize = 16384;  // the output is 3·size² floats; past this it is surely a mistake
 
 // "(480, 640, 3) float64" for an array, the type name for anything else.
 std::string describe(const py::handle& obj) {
@@ -94,20 +94,6 @@ ImageArg image_arg(const py::handle& obj, const char* name, bool allow_16bit, bo
     throw py::value_error(std::string(name) + " is too large: " + describe(obj));
   }
   return layout_image(arr);
-}
-
-int checked_size(int size) {
-  if (size < 1 || size > kMaxSize) {
-    throw py::value_error("size must be in [1, " + std::to_string(kMaxSize) + "], got " + std::to_string(size));
-  }
-  return size;
-}
-
-float checked_pad(double pad_value) {
-  if (!(pad_value >= 0.0 && pad_value <= 255.0)) {
-    throw py::value_error("pad_value must be in [0, 255] (8-bit units), got " + std::to_string(pad_value));
-  }
-  return static_cast<float>(pad_value);
 }
 
 core::LetterboxParams letterbox_one(const ImageArg& img, int size, float pad, float* out) {
@@ -239,12 +225,6 @@ core::HsvRange hsv_range(const py::object& low, const py::object& high, const st
     r.high[i] = hi[static_cast<std::size_t>(i)];
   }
   return r;
-}
-
-core::DiscShape disc_shape(const std::string& disc) {
-  if (disc == "circle") return core::DiscShape::circle;
-  if (disc == "ellipse") return core::DiscShape::ellipse;
-  throw py::value_error("disc must be 'circle' or 'ellipse', got '" + disc + "'");
 }
 
 // One frame's segmentation, validated and with its outputs allocated while the GIL is held, so the
