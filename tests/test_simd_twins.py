@@ -175,3 +175,18 @@ def test_decode_twins_find_the_same_non_finite_value(level, where):
     with pytest.raises(ValueError) as top_error:
         at_top(ops.decode, heads, STRIDES, ANCHORS, 3, 0.25)
     assert str(error.value) == str(top_error.value)
+
+
+def test_coco_rle_twins_equal_the_numpy_encoding(level):
+    from fastcell.io.writers._rle import compress_many, instance_counts
+
+    rng = np.random.default_rng(RANK[level])
+    for height, width in ((1, 1), (1, 40), (40, 1), (17, 33), (64, 70), (3, 100)):
+        for _ in range(10):
+            n = int(rng.integers(0, 5))
+            labels = np.where(rng.random((height, width)) < 0.6, 0, rng.integers(1, n + 2, (height, width)))
+            labels = labels.astype(np.int32)
+            strings, areas = ops.coco_rle(labels, n)
+            reference = instance_counts(labels, n)
+            assert strings == compress_many([counts for counts, _ in reference])
+            assert areas.tolist() == [area for _, area in reference]

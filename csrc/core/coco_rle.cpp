@@ -1,6 +1,17 @@
 #include "core/coco_rle.hpp"
 
+#include <algorithm>
 #include <stdexcept>
+
+#include "core/simd.hpp"
+
+// The row-by-row change scan has an AVX-512 twin, chosen at run time like circle_mask.cpp's.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
+#define FASTCELL_X86_SIMD 1
+#include <immintrin.h>
+#else
+#define FASTCELL_X86_SIMD 0
+#endif
 
 namespace fastcell::core {
 
@@ -22,6 +33,79 @@ std::string compress_rle(const std::vector<std::int64_t>& counts) {
   return s;
 }
 
+namespace {
+
+// Where the flat column-major sequence changes value: pixel (x, y) differs from the pixel before it
+// in that order, (x, y − 1), or for y = 0 the bottom of column x − 1. Found row by row (sequential
+// reads; the column-major walk read one cache line per pixel) and bucketed by column, so the
+// changes come out in flat order. Returns them as (column start offsets, rows).
+struct Changes {
+  std::vector<std::int64_t> column_start;  // width + 1 offsets into `rows`
+  std::vector<std::int32_t> rows;
+};
+
+// Bit k set when a[k] != b[k], k < n (≤ 16).
+using DiffScan = std::uint32_t (*)(const std::int32_t* a, const std::int32_t* b, int n);
+
+std::uint32_t differ_portable(const std::int32_t* a, const std::int32_t* b, int n) {
+  std::uint32_t bits = 0;
+  for (int k = 0; k < n; ++k) bits |= static_cast<std::uint32_t>(a[k] != b[k]) << k;
+  return bits;
+}
+
+#if FASTCELL_X86_SIMD
+__attribute__((target("avx512f,bmi2"))) std::uint32_t differ_avx512(const std::int32_t* a, const std::int32_t* b,
+                                                                    int n) {
+  const auto lanes = static_cast<__mmask16>(_bzhi_u32(0xFFFF, static_cast<unsigned>(n)));
+  return _mm512_mask_cmpneq_epi32_mask(lanes, _mm512_maskz_loadu_epi32(lanes, a), _mm512_maskz_loadu_epi32(lanes, b));
+}
+#endif
+
+int lowest_bit(std::uint32_t bits) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctz(bits);
+#else
+  int k = 0;
+  while (!(bits & 1u)) bits >>= 1, ++k;
+  return k;
+#endif
+}
+
+Changes value_changes(const std::int32_t* labels, int height, int width, std::ptrdiff_t row_stride) {
+  DiffScan differ = &differ_portable;
+#if FASTCELL_X86_SIMD
+  if (simd() >= Simd::avx512) differ = &differ_avx512;
+#endif
+  Changes out;
+  out.column_start.assign(static_cast<std::size_t>(width) + 1, 0);
+  if (height == 0 || width == 0) return out;
+  std::vector<std::int32_t> xs, ys;  // in row-major order
+  auto at = [&](int y, int x) { return labels[static_cast<std::ptrdiff_t>(y) * row_stride + x]; };
+  // Row 0 against the bottom of the previous column (and the start value 0 before pixel (0, 0)).
+  for (int x = 0; x < width; ++x) {
+    if (at(0, x) != (x > 0 ? at(height - 1, x - 1) : 0)) xs.push_back(x), ys.push_back(0);
+  }
+  for (int y = 1; y < height; ++y) {
+    const std::int32_t* row = labels + static_cast<std::ptrdiff_t>(y) * row_stride;
+    const std::int32_t* above = row - row_stride;
+    for (int x0 = 0; x0 < width; x0 += 16) {
+      for (std::uint32_t bits = differ(row + x0, above + x0, std::min(16, width - x0)); bits; bits &= bits - 1) {
+        xs.push_back(x0 + lowest_bit(bits));
+        ys.push_back(y);
+      }
+    }
+  }
+  // Counting sort by column keeps each column's rows in order.
+  for (const std::int32_t x : xs) ++out.column_start[static_cast<std::size_t>(x) + 1];
+  for (int x = 0; x < width; ++x) out.column_start[x + 1] += out.column_start[x];
+  out.rows.resize(xs.size());
+  std::vector<std::int64_t> next(out.column_start.begin(), out.column_start.end() - 1);
+  for (std::size_t k = 0; k < xs.size(); ++k) out.rows[static_cast<std::size_t>(next[xs[k]]++)] = ys[k];
+  return out;
+}
+
+}  // namespace
+
 std::vector<InstanceRle> instance_rles(const std::int32_t* labels, int height, int width, std::ptrdiff_t row_stride,
                                        int count) {
   if (height < 0 || width < 0 || count < 0) throw std::invalid_argument("instance_rles: negative size or count");
@@ -38,17 +122,16 @@ std::vector<InstanceRle> instance_rles(const std::int32_t* labels, int height, i
     area[i] += end - start;
     last_end[i] = end;
   };
+  const Changes changes = value_changes(labels, height, width, row_stride);
   std::int32_t current = 0;
-  std::int64_t run_start = 0, p = 0;
+  std::int64_t run_start = 0;
   for (int x = 0; x < width; ++x) {
-    const std::int32_t* column = labels + x;
-    for (int y = 0; y < height; ++y, ++p) {
-      const std::int32_t v = column[static_cast<std::ptrdiff_t>(y) * row_stride];
-      if (v != current) {
-        close_run(current, run_start, p);
-        current = v;
-        run_start = p;
-      }
+    for (std::int64_t k = changes.column_start[x]; k < changes.column_start[x + 1]; ++k) {
+      const int y = changes.rows[static_cast<std::size_t>(k)];
+      const std::int64_t p = static_cast<std::int64_t>(x) * height + y;
+      close_run(current, run_start, p);
+      current = labels[static_cast<std::ptrdiff_t>(y) * row_stride + x];
+      run_start = p;
     }
   }
   close_run(current, run_start, total);

@@ -6,10 +6,10 @@
 // count two places before it, from the fourth on — in 5-bit groups, least significant first, each
 // group + 48 one ASCII character, 0x20 meaning "more groups follow" (rleToString).
 //
-// All instances are encoded in one column-major pass over the label image: where the label
-// changes, a run ends for one instance and starts for another, and each instance's background is
-// whatever lies between its own runs (runs continue from the bottom of a column to the top of the
-// next, as the flat order does).
+// All instances are encoded together from the places where the column-major sequence of labels
+// changes value (found row by row, then put in column order): there a run ends for one instance and
+// starts for another, and each instance's background is whatever lies between its own runs (runs
+// continue from the bottom of a column to the top of the next, as the flat order does).
 #pragma once
 #include <cstddef>
 #include <cstdint>
