@@ -19,12 +19,6 @@
 
 // The span loop has AVX-512 and AVX2 twins, compiled with target attributes and chosen at run time,
 // so a portable (baseline x86-64) build still runs SIMD code on the CPUs that have it.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
-#define FASTCELL_X86_SIMD 1
-#include <immintrin.h>
-#else
-#define FASTCELL_X86_SIMD 0
-#endif
 
 namespace fastcell::core {
 namespace {

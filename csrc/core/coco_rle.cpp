@@ -6,12 +6,6 @@
 #include "core/simd.hpp"
 
 // The row-by-row change scan has an AVX-512 twin, chosen at run time like circle_mask.cpp's.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
-#define FASTCELL_X86_SIMD 1
-#include <immintrin.h>
-#else
-#define FASTCELL_X86_SIMD 0
-#endif
 
 namespace fastcell::core {
 
@@ -60,16 +54,6 @@ __attribute__((target("avx512f,bmi2"))) std::uint32_t differ_avx512(const std::i
   return _mm512_mask_cmpneq_epi32_mask(lanes, _mm512_maskz_loadu_epi32(lanes, a), _mm512_maskz_loadu_epi32(lanes, b));
 }
 #endif
-
-int lowest_bit(std::uint32_t bits) {
-#if defined(__GNUC__) || defined(__clang__)
-  return __builtin_ctz(bits);
-#else
-  int k = 0;
-  while (!(bits & 1u)) bits >>= 1, ++k;
-  return k;
-#endif
-}
 
 Changes value_changes(const std::int32_t* labels, int height, int width, std::ptrdiff_t row_stride) {
   DiffScan differ = &differ_portable;

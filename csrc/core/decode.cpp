@@ -11,12 +11,6 @@
 
 // The two scans over every head value (the non-finite check, and the objectness cutoff that
 // skips background cells) have AVX-512 twins, chosen at run time like circle_mask.cpp's.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
-#define FASTCELL_X86_SIMD 1
-#include <immintrin.h>
-#else
-#define FASTCELL_X86_SIMD 0
-#endif
 
 namespace fastcell::core {
 
@@ -84,16 +78,6 @@ CandidateScan candidate_scan() {
   if (simd() >= Simd::avx512) return &candidates_avx512;
 #endif
   return &candidates_portable;
-}
-
-int lowest_bit(std::uint32_t bits) {
-#if defined(__GNUC__) || defined(__clang__)
-  return __builtin_ctz(bits);
-#else
-  int k = 0;
-  while (!(bits & 1u)) bits >>= 1, ++k;
-  return k;
-#endif
 }
 
 // One cell's formulas (and the objectness cutoff that skips background cells before any exp) live in

@@ -30,12 +30,6 @@
 // and chosen at run time, so a portable build still runs it where the CPU has AVX-512 VBMI
 // (640×480 → 416: ~0.14 ms against ~0.31 ms for the portable code on the dev machine's Zen 4).
 // An AVX2 twin of it was measured no faster than the portable code there, so there is none.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
-#define FASTCELL_X86_SIMD 1
-#include <immintrin.h>
-#else
-#define FASTCELL_X86_SIMD 0
-#endif
 
 // Hot loops are compiled several times and the best one for the running CPU is picked at load time
 // (GCC/Clang function multi-versioning), so a portable wheel still uses AVX2/AVX-512 gathers.

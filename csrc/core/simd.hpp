@@ -6,6 +6,16 @@
 // AVX-512 developer box would otherwise never execute the portable code) and lets a user rule a
 // twin out. Twins give the same results bit for bit, so the limit never changes an answer.
 #pragma once
+#include <cstdint>
+
+// Whether this build compiles the x86 twins: GCC or Clang on x86-64 (not nvcc). They are compiled
+// with target attributes, so a baseline x86-64 build still has them, and simd() picks at run time.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
+#define FASTCELL_X86_SIMD 1
+#include <immintrin.h>
+#else
+#define FASTCELL_X86_SIMD 0
+#endif
 
 namespace fastcell::core {
 
@@ -23,5 +33,16 @@ Simd simd() noexcept;
 
 // Cap the level for later calls, in every thread; Simd::avx512 removes the cap.
 void set_simd_limit(Simd limit) noexcept;
+
+// Index of the lowest set bit of a non-zero mask (walking the lanes a SIMD compare selected).
+inline int lowest_bit(std::uint32_t bits) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctz(bits);
+#else
+  int k = 0;
+  while (!(bits & 1u)) bits >>= 1, ++k;
+  return k;
+#endif
+}
 
 }  // namespace fastcell::core
