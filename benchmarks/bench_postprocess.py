@@ -93,7 +93,8 @@ class Timings:
         rounds: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in self.cases}
         for _ in range(self.rounds):
             for name, (base, base_n), (fast, fast_n) in self.cases:
-                rounds[name].append((self._median(base, base_repeats, base_n), self._median(fast, fast_repeats, fast_n)))
+                base_s = self._median(base, base_repeats, base_n)
+                rounds[name].append((base_s, self._median(fast, fast_repeats, fast_n)))
         for name, times in rounds.items():
             self.results[name] = (min(t[0] for t in times), min(t[1] for t in times), max(t[1] for t in times))
 
@@ -184,7 +185,8 @@ def main() -> None:
     h, w = image.shape[:2]
     report.append(f"(a) BCCD frame {w}×{h}, {len(frames[0][1])} labelled cells → {candidates} candidates "
                   f"→ {len(boxes)} boxes")
-    post_name, seg_name = "postprocess: decode + NMS + GBCIOU + map back", f"segment_cells: {S.disc} ∩ HSV, {len(boxes)} boxes"
+    post_name = "postprocess: decode + NMS + GBCIOU + map back"
+    seg_name = f"segment_cells: {S.disc} ∩ HSV, {len(boxes)} boxes"
     timings.add(post_name, lambda: baseline.postprocess(heads, params, **POST),
                 lambda: ops.postprocess(heads, params, **POST), 5, 20)
     timings.add(seg_name, lambda: baseline.segment_cells(image, boxes, scores, *SEG),

@@ -150,7 +150,8 @@ def random_heads(rng: np.random.Generator, batch: int = 2, classes: int = 3) -> 
 
 
 STRIDES = [32, 16]
-ANCHORS = [np.array([[81, 82], [135, 169], [344, 319]], np.float32), np.array([[10, 14], [23, 27], [37, 58]], np.float32)]
+ANCHORS = [np.array([[81, 82], [135, 169], [344, 319]], np.float32),
+           np.array([[10, 14], [23, 27], [37, 58]], np.float32)]
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.25, 0.9])
