@@ -22,7 +22,7 @@ def _fixed_batch_loss(trainer: Trainer) -> float:
     """Loss of the current weights on the un-augmented first images (eval-mode BN, no grad)."""
     from fastcell.data.dataset import collate
 
-    images, targets, _, _ = collate([trainer.val_set[i] for i in range(4)])
+    images, targets, *_ = collate([trainer.val_set[i] for i in range(4)])
     model = trainer.model.eval()
     with torch.no_grad():
         loss, _ = trainer.criterion(model(images.float() / 255), targets)

@@ -10,7 +10,10 @@ from dataclasses import fields
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fastcell.train.trainer import TrainConfig
 
-    parser.add_argument("data", help="Pascal VOC folder, YOLO data.yaml or COCO .json")
+    parser.add_argument("data", nargs="+",
+                        help="Pascal VOC folder, YOLO data.yaml or COCO .json; or several sources "
+                             "(BCCD, Chula RBC-12, BCDD, pig-wbc layouts, or packed sets), trained together "
+                             "with each source's unlabelled classes masked")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue a run exactly from its last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs)")
     defaults = TrainConfig(data="")
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     given["progress"] = not args.no_progress
     if args.anchors:
         given["anchors"] = list(args.anchors)
-    config = TrainConfig(**{"data": args.data, **{k: v for k, v in given.items() if k != "data"}})
+    data = args.data[0] if len(args.data) == 1 else list(args.data)
+    config = TrainConfig(**{"data": data, **{k: v for k, v in given.items() if k != "data"}})
     overrides = None
     if args.resume:
         # only the flags typed on the command line change a resumed run

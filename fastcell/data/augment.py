@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Augment", "letterbox_params", "letterbox_uint8", "augment_sample", "mosaic"]
+from fastcell.data.photometric import camera, hed_jitter, white_balance_gamma
+
+__all__ = ["Augment", "letterbox_params", "letterbox_uint8", "augment_sample", "mosaic", "single_cell_crop"]
 
 
 def letterbox_params(width: int, height: int, size: int) -> tuple[float, int, int, int, int]:
@@ -58,17 +60,39 @@ class Augment:
     hsv_s: float = 0.5
     hsv_v: float = 0.3
     min_visible: float = 0.35  # drop a box when less than this share of it stays in the image
+    # other labs (see fastcell.data.photometric); 0 turns each off
+    zoom: tuple[float, float] | None = None  # log-uniform zoom range; replaces ``scale`` when set
+    stain: float = 0.0  # HED optical-density jitter
+    white_balance: float = 0.0  # per-channel gain range
+    gamma: float = 0.0  # log-gamma range
+    blur: float = 0.0  # probability of a defocus blur
+    noise: float = 0.0  # max sensor-noise sigma (grey levels)
+    jpeg: float = 0.0  # probability of JPEG re-encoding
+    single_cell: float = 0.0  # probability of a cell-centred crop (an analyser frame)
+    cell_range: tuple[float, float] = (10.0, 360.0)  # a zoom never takes the median cell outside
 
     @classmethod
     def none(cls) -> "Augment":
         return cls(mosaic=0.0, scale=0.0, translate=0.0, flip_lr=0.0, flip_ud=0.0, rot90=False,
                    hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
 
+    def draw_zoom(self, rng: np.random.Generator) -> float:
+        if self.zoom is not None:
+            lo, hi = self.zoom
+            return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        return float(rng.uniform(1 - self.scale, 1 + self.scale)) if self.scale else 1.0
+
 
 def _affine(canvas: np.ndarray, boxes: np.ndarray, centre: tuple[float, float], size: int,
             aug: Augment, rng: np.random.Generator, pad_value: int) -> tuple[np.ndarray, np.ndarray]:
     """Zoom about ``centre`` of ``canvas`` and shift, producing an ``(S, S)`` image; boxes follow."""
-    s = rng.uniform(1 - aug.scale, 1 + aug.scale) if aug.scale else 1.0
+    s = aug.draw_zoom(rng)
+    if aug.zoom is not None and len(boxes):
+        # a zoom that makes the cells smaller or larger than anything the detector can see teaches
+        # nothing: keep the median cell side within cell_range
+        median = float(np.median(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])))
+        if median > 0:
+            s = float(np.clip(s, min(1.0, aug.cell_range[0] / median), max(1.0, aug.cell_range[1] / median)))
     tx = rng.uniform(-aug.translate, aug.translate) * size if aug.translate else 0.0
     ty = rng.uniform(-aug.translate, aug.translate) * size if aug.translate else 0.0
     m = np.array([[s, 0, size / 2 + tx - s * centre[0]], [0, s, size / 2 + ty - s * centre[1]]], np.float32)
@@ -129,7 +153,7 @@ def augment_sample(image: np.ndarray, boxes: np.ndarray, ids: np.ndarray, size: 
     """
     canvas, params = letterbox_uint8(image, size, pad_value)
     boxes = boxes * params[0] + np.array([params[1], params[2]] * 2, np.float32)
-    if aug.scale or aug.translate:
+    if aug.scale or aug.translate or aug.zoom:
         canvas, boxes = _affine(canvas, boxes, (size / 2, size / 2), size, aug, rng, pad_value)
     return _finish(canvas, boxes, ids, size, aug, rng)
 
@@ -166,4 +190,33 @@ def _finish(canvas: np.ndarray, boxes: np.ndarray, ids: np.ndarray, size: int, a
     boxes, ids = _clip_boxes(boxes.reshape(-1, 4), ids, size, aug.min_visible)
     canvas, boxes = _flip_rotate(canvas, boxes, aug, rng)
     canvas = _hsv_jitter(canvas, aug, rng)
+    canvas = hed_jitter(canvas, aug.stain, rng)
+    canvas = white_balance_gamma(canvas, aug.white_balance, aug.gamma, rng)
+    canvas = camera(canvas, aug.blur, aug.noise, aug.jpeg, rng)
     return canvas, boxes, ids
+
+
+def single_cell_crop(image: np.ndarray, boxes: np.ndarray, ids: np.ndarray, rng: np.random.Generator,
+                     prefer: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A square crop centred (with jitter) on one cell, 1.3–3× its size, with its neighbours cut
+    at the border, as an analyser's single-cell frame shows it; ``None`` when there is no cell.
+
+    ``prefer``: a class index picked, when present, with probability 0.7 (white cells are what
+    single-cell analysers frame). Boxes are returned in crop pixels (not yet clipped).
+    """
+    if not len(boxes):
+        return None
+    choices = np.flatnonzero(ids == prefer) if prefer is not None else np.zeros(0, np.int64)
+    pool = choices if len(choices) and rng.random() < 0.7 else np.arange(len(boxes))
+    x1, y1, x2, y2 = boxes[int(rng.choice(pool))]
+    side = max(x2 - x1, y2 - y1) * rng.uniform(1.3, 3.0)
+    cx = (x1 + x2) / 2 + rng.uniform(-0.15, 0.15) * side
+    cy = (y1 + y2) / 2 + rng.uniform(-0.15, 0.15) * side
+    h, w = image.shape[:2]
+    left = int(np.clip(round(cx - side / 2), 0, max(w - 1, 0)))
+    top = int(np.clip(round(cy - side / 2), 0, max(h - 1, 0)))
+    right, bottom = min(w, int(round(left + side))), min(h, int(round(top + side)))
+    if right - left < 8 or bottom - top < 8:
+        return None
+    crop = np.ascontiguousarray(image[top:bottom, left:right])
+    return crop, (boxes - np.array([left, top, left, top], np.float32)).astype(np.float32), ids

@@ -13,7 +13,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from fastcell.data.augment import Augment, augment_sample, letterbox_params, letterbox_uint8, mosaic
+from dataclasses import replace
+
+from fastcell.data.augment import (Augment, augment_sample, letterbox_params, letterbox_uint8, mosaic,
+                                   single_cell_crop)
 from fastcell.data.labels import LabelSet
 
 __all__ = ["DetectionDataset", "collate"]
@@ -42,7 +45,8 @@ class DetectionDataset(Dataset):
         same augmentations (call :meth:`set_epoch` each epoch).
 
     Items are ``(image (3, S, S) uint8 RGB tensor, targets (K, 5) float32 [cls, x1, y1, x2, y2]
-    in input pixels, params (5,) float32 letterbox row, index)``.
+    in input pixels, params (5,) float32 letterbox row, index, labelled (C,) bool)`` — ``labelled``
+    says which classes the image's source labels (all, unless the sample says otherwise).
     """
 
     def __init__(self, labels: LabelSet, size: int = 416, augment: Augment | None = None, seed: int = 0,
@@ -84,7 +88,16 @@ class DetectionDataset(Dataset):
             boxes = boxes + np.array([lb[1], lb[2], lb[1], lb[2]], np.float32)
         else:
             rng = np.random.default_rng((self.seed, self.epoch, index))
-            if self.augment.mosaic and rng.random() < self.augment.mosaic:
+            crop = None
+            if self.augment.single_cell and rng.random() < self.augment.single_cell:
+                b, c = self._boxes(index)
+                wbc = self.labels.classes.index("WBC") if "WBC" in self.labels.classes else None
+                crop = single_cell_crop(self.images[index], b, c, rng, prefer=wbc)
+            if crop is not None:
+                # an analyser frame is letterboxed whole: only a mild zoom on top of that
+                aug = replace(self.augment, zoom=(0.7, 1.15), translate=0.05)
+                image, boxes, ids = augment_sample(*crop, self.size, aug, rng, self.pad_value)
+            elif self.augment.mosaic and rng.random() < self.augment.mosaic:
                 picks = [index, *rng.integers(0, len(self), 3)]
                 parts = [self._boxes(i) for i in picks]
                 image, boxes, ids = mosaic([self.images[i] for i in picks], [p[0] for p in parts],
@@ -95,11 +108,15 @@ class DetectionDataset(Dataset):
                                                    self.pad_value)
         chw = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)))  # BGR → RGB
         targets = np.concatenate([ids.reshape(-1, 1).astype(np.float32), boxes.reshape(-1, 4)], 1)
-        return chw, torch.from_numpy(targets.astype(np.float32)), torch.from_numpy(params), index
+        labelled = sample.labelled if sample.labelled is not None else (True,) * len(self.labels.classes)
+        return (chw, torch.from_numpy(targets.astype(np.float32)), torch.from_numpy(params), index,
+                torch.tensor(labelled, dtype=torch.bool))
 
 
 def collate(batch):
-    """Stack images; targets become ``(M, 6)`` ``[image_index, cls, x1, y1, x2, y2]``."""
-    images, targets, params, indices = zip(*batch)
+    """Stack images; targets become ``(M, 6)`` ``[image_index, cls, x1, y1, x2, y2]``; the last
+    item is the ``(N, C)`` bool mask of the classes each image's source labels."""
+    images, targets, params, indices, labelled = zip(*batch)
     rows = [torch.cat([torch.full((len(t), 1), float(i)), t], 1) for i, t in enumerate(targets)]
-    return torch.stack(images), torch.cat(rows) if rows else torch.zeros(0, 6), torch.stack(params), list(indices)
+    return (torch.stack(images), torch.cat(rows) if rows else torch.zeros(0, 6), torch.stack(params),
+            list(indices), torch.stack(labelled))

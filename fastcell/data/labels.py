@@ -33,6 +33,10 @@ class Sample:
     height: int
     boxes: np.ndarray  # (N, 4) float32 x1 y1 x2 y2
     class_ids: np.ndarray  # (N,) int64
+    #: which classes this image's source labels (None: all). An unlabelled class may be present
+    #: in the image, so training must not teach it as background there (see ``YoloLoss``).
+    labelled: tuple[bool, ...] | None = None
+    source: str = ""  # the data set it came from (multi-source training and per-source figures)
 
     @property
     def name(self) -> str:

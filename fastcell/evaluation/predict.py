@@ -30,7 +30,7 @@ def postprocess_heads(heads, params, anchors6: np.ndarray, num_classes: int, thr
 
 def predict_dataset(model, dataset, anchors6: np.ndarray, thresholds: Thresholds,
                     batch_size: int = 16, progress: bool = True, autocast_bf16: bool = False,
-                    channels_last: bool = True):
+                    channels_last: bool = True, device=None):
     """Predictions for every image of a (non-augmented) DetectionDataset, in original pixels.
 
     Returns ``(predictions, ground_truth)`` lists suitable for
@@ -44,13 +44,13 @@ def predict_dataset(model, dataset, anchors6: np.ndarray, thresholds: Thresholds
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
     predictions = []
-    for images, _, params, _ in tqdm(loader, desc="predict", disable=not progress, leave=False):
-        x = images.float().div_(255)
+    for images, _, params, *_ in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        x = images.to(device or "cpu").float().div_(255)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
             heads = model(x)
-        heads = [h.float().contiguous().numpy() for h in heads]
+        heads = [h.float().contiguous().cpu().numpy() for h in heads]
         predictions += postprocess_heads(heads, params.numpy(), anchors6, getattr(model, "num_classes"),
                                          thresholds)
     ground_truth = [(s.boxes, s.class_ids) for s in dataset.labels.samples]

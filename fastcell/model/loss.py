@@ -107,18 +107,25 @@ class YoloLoss(nn.Module):
     assign_iou : float
         Besides the best anchor, every anchor with shape IoU > this is responsible too
         (``1.0`` gives YOLOv3's single best anchor).
+    unlabelled_obj : float
+        In an image whose source leaves some classes unlabelled (``labelled`` in ``forward``), a
+        prediction that matches no box is *not* taught as background when the model itself already
+        calls it a cell (objectness > this) of one of those classes (its class argmax): it may be
+        an unlabelled platelet or white cell. Fully labelled images are unaffected.
     obj_target : {"iou", "one"}
         Objectness target of responsible predictions: their (detached) GIoU-free IoU with the
         box, clamped to [0, 1] (calibrated scores, as YOLOv5), or 1 (as YOLOv3).
 
-    ``forward(outputs, targets)`` takes the model outputs ``(p5, p4)`` and targets ``(M, 6)``
-    ``[image_index, class, x1, y1, x2, y2]`` in input pixels; returns ``(loss, parts)`` where
+    ``forward(outputs, targets, labelled=None)`` takes the model outputs ``(p5, p4)``, targets
+    ``(M, 6)`` ``[image_index, class, x1, y1, x2, y2]`` in input pixels and optionally the ``(N, C)``
+    bool mask of the classes each image's source labels; returns ``(loss, parts)`` where
     ``loss`` is the batch-size-scaled sum and ``parts`` a detached ``(4,)`` tensor
     ``[box, obj, cls, total]`` per image.
     """
 
     def __init__(self, anchors, num_classes: int, strides: tuple[int, ...] = (32, 16), ignore_iou: float = 0.7,
-                 assign_iou: float = 0.3, obj_target: str = "iou", weights: LossWeights = LossWeights()) -> None:
+                 assign_iou: float = 0.3, obj_target: str = "iou", weights: LossWeights = LossWeights(),
+                 unlabelled_obj: float = 0.1) -> None:
         super().__init__()
         self.register_buffer("anchors", torch.as_tensor(anchors, dtype=torch.float32).reshape(6, 2))
         self.num_classes = num_classes
@@ -129,6 +136,7 @@ class YoloLoss(nn.Module):
             raise ValueError(f"obj_target must be 'iou' or 'one', got {obj_target!r}")
         self.obj_target = obj_target
         self.weights = weights
+        self.unlabelled_obj = unlabelled_obj
 
     def _responsible(self, targets: torch.Tensor) -> torch.Tensor:
         """``(M, 6)`` boolean: is anchor j responsible for target i (best, or shape IoU > assign_iou)."""
@@ -138,10 +146,16 @@ class YoloLoss(nn.Module):
         best = F.one_hot(iou.argmax(1), 6).bool()
         return best | (iou > self.assign_iou)
 
-    def forward(self, outputs: tuple[torch.Tensor, ...], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, outputs: tuple[torch.Tensor, ...], targets: torch.Tensor,
+                labelled: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         device = outputs[0].device
         batch = outputs[0].shape[0]
         targets = targets.to(device=device, dtype=torch.float32)
+        unlabelled = None
+        if labelled is not None:
+            unlabelled = ~labelled.to(device=device, dtype=torch.bool).reshape(batch, self.num_classes)
+            if not bool(unlabelled.any()):
+                unlabelled = None
         responsible = self._responsible(targets) if len(targets) else torch.zeros(0, 6, dtype=torch.bool, device=device)
         balance = dict(self.weights.balance)
         # Ground truths padded per image, for the ignore test: (N, G, 4).
@@ -174,6 +188,12 @@ class YoloLoss(nn.Module):
                 iou = box_iou_xyxy(boxes.reshape(n, -1, 4), gt_pad)  # (N, 3HW, G)
                 iou = iou.masked_fill(~gt_valid[:, None, :], 0).amax(2).view(n, 3, h, w)
                 obj_weight[iou > self.ignore_iou] = 0.0
+                if unlabelled is not None:
+                    # maybe a cell of a class this image's source does not label: no verdict
+                    cls_pred = p[..., 5:].argmax(-1)  # (N, 3, H, W)
+                    img = torch.arange(n, device=device).view(n, 1, 1, 1).expand_as(cls_pred)
+                    maybe = unlabelled[img, cls_pred] & (p[..., 4].sigmoid() > self.unlabelled_obj)
+                    obj_weight[maybe] = 0.0
             if len(targets):
                 t_idx, a_local = responsible[:, anchor_ids].nonzero(as_tuple=True)
                 if len(t_idx):
