@@ -24,11 +24,14 @@ from fastcell.postprocess import Postprocessor, apply_overrides
 from fastcell.preprocess import Preprocessor, check_frame
 from fastcell.results import Result
 from fastcell.runtime import Backend, open_backend
-from fastcell.spec import ModelSpec, find_model
+from fastcell.scale import needs_rescale
+from fastcell.spec import ModelSpec, check_cell_size, find_model
 
 __all__ = ["Annotator", "load"]
 
 log = logging.getLogger("fastcell")
+
+_MODEL = object()  # "not given": keep the model's (or this Annotator's) setting
 
 
 class Annotator:
@@ -46,6 +49,11 @@ class Annotator:
         Keep the original frame in each Result.
     max_batch : int
         Largest batch sent to the backend at once; bigger lists are split.
+    cell_size : float, "auto" or None, optional
+        Typical cell diameter in the frames' pixels; frames whose cells would come out larger than
+        the model's training scale are scaled down to it (:mod:`fastcell.scale`). ``"auto"``
+        re-runs only the frames whose cells came out too large (or none at all); ``None``: the
+        plain letterbox. Default: the model's ``cell_size`` setting.
     **overrides
         Post-processing settings replacing the model's: ``score_threshold``, ``nms_iou``,
         ``gbciou``, ``merge_iou``, ``merge`` ("multi"/"single"/"none"), ``class_agnostic``,
@@ -60,10 +68,12 @@ class Annotator:
     """
 
     def __init__(self, backend: Backend, spec: ModelSpec | None = None, *, segment: bool = True,
-                 keep_image: bool = True, max_batch: int = 8, **overrides: Any) -> None:
+                 keep_image: bool = True, max_batch: int = 8, cell_size: Any = _MODEL, **overrides: Any) -> None:
         self.backend = backend
-        self._configure(apply_overrides(backend.spec if spec is None else spec, overrides), segment, keep_image,
-                        max_batch)
+        spec = apply_overrides(backend.spec if spec is None else spec, overrides)
+        if cell_size is not _MODEL:
+            spec = spec.replace(cell_size=check_cell_size(cell_size))
+        self._configure(spec, segment, keep_image, max_batch)
 
     def _configure(self, spec: ModelSpec, segment: bool, keep_image: bool, max_batch: int) -> None:
         """Settings and the buffers that go with them (each Annotator owns its own)."""
@@ -75,7 +85,7 @@ class Annotator:
         self._post = Postprocessor(spec, segment=self.segment, keep_image=self.keep_image)
 
     def with_options(self, *, segment: bool | None = None, keep_image: bool | None = None,
-                     max_batch: int | None = None, **overrides: Any) -> "Annotator":
+                     max_batch: int | None = None, cell_size: Any = _MODEL, **overrides: Any) -> "Annotator":
         """A sibling Annotator on the same backend, with its own buffers and optionally other settings.
 
         Parameters
@@ -93,7 +103,10 @@ class Annotator:
             closes the shared backend.
         """
         twin = copy.copy(self)
-        twin._configure(apply_overrides(self.spec, overrides) if overrides else self.spec,
+        spec = apply_overrides(self.spec, overrides) if overrides else self.spec
+        if cell_size is not _MODEL:
+            spec = spec.replace(cell_size=check_cell_size(cell_size))
+        twin._configure(spec,
                         self.segment if segment is None else segment,
                         self.keep_image if keep_image is None else keep_image,
                         self.max_batch if max_batch is None else max_batch)
@@ -102,7 +115,7 @@ class Annotator:
     @classmethod
     def from_model(cls, model: str | Path = "default", device: str = "auto", precision: str | None = None,
                    *, throughput: bool = False, num_threads: int | None = None, segment: bool = True,
-                   keep_image: bool = True, max_batch: int = 8, verbose: bool = False,
+                   keep_image: bool = True, max_batch: int = 8, verbose: bool = False, cell_size: Any = _MODEL,
                    **overrides: Any) -> "Annotator":
         """Open a shipped model by name (``"default"``, ``"bccd"``) or a path to its ``model.json``.
 
@@ -128,12 +141,49 @@ class Annotator:
         backend = open_backend(spec, device, precision, **options)
         if verbose:
             print(f"fastcell: model {spec.name!r} on {backend.name} ({backend.precision})")
-        return cls(backend, spec, segment=segment, keep_image=keep_image, max_batch=max_batch, **overrides)
+        return cls(backend, spec, segment=segment, keep_image=keep_image, max_batch=max_batch, cell_size=cell_size,
+                   **overrides)
 
     # -- stages ------------------------------------------------------------------------------------
-    def preprocess(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Letterbox frames into the reused input buffer: ``(batch, params)``."""
-        return self._pre(frames)
+    def preprocess(self, frames: Sequence[np.ndarray],
+                   cell_sizes: Sequence[float | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Letterbox frames into the reused input buffer: ``(batch, params)``.
+
+        ``cell_sizes`` (one per frame) default to the ``cell_size`` setting when it is a number.
+        """
+        if cell_sizes is None and isinstance(self.spec.cell_size, float):
+            cell_sizes = [self.spec.cell_size] * len(frames)
+        return self._pre(frames, cell_sizes, self.spec.train_cell_size)
+
+    def rescale_pass(self, results: list[Result], frames: Sequence[np.ndarray]) -> list[Result]:
+        """``cell_size="auto"``: run again, at their own cells' scale, the frames whose cells came
+        out far larger than the training scale or not at all (see :mod:`fastcell.scale`).
+
+        Results of the other frames are returned as they are; a no-op for other settings.
+        """
+        if self.spec.cell_size != "auto" or not results:
+            return results
+        redo = {}
+        for i, r in enumerate(results):
+            height, width = r.shape
+            cell = needs_rescale(r.boxes, r.scores, (r.input_scale, 0, 0, width, height),
+                                 self.spec.train_cell_size, self.spec.input_size)
+            if cell is not None:
+                redo[i] = cell
+        if not redo:
+            return results
+        order = sorted(redo)
+        chunk = [frames[i] for i in order]
+        batch, params = self.preprocess(chunk, [redo[i] for i in order])
+        heads = self.infer(batch)
+        meta = [{"frame_index": results[i].frame_index, "timestamp": results[i].timestamp,
+                 "source": results[i].source} for i in order]
+        again = self.postprocess(heads, params, chunk, meta)
+        results = list(results)
+        for i, r in zip(order, again):
+            r.cell_size = redo[i]
+            results[i] = r
+        return results
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run the backend on a preprocessed batch (split into ``max_batch`` chunks)."""
@@ -178,7 +228,7 @@ class Annotator:
             batch, params = self.preprocess(chunk)
             heads = self.infer(batch)
             meta = [{"frame_index": lo + i, "timestamp": start} for i in range(len(chunk))]
-            results.extend(self.postprocess(heads, params, chunk, meta))
+            results.extend(self.rescale_pass(self.postprocess(heads, params, chunk, meta), chunk))
         done = time.monotonic()
         for r in results:
             r.latency = done - start

@@ -141,5 +141,6 @@ class Postprocessor:
                 labels=labels, segmented=segmented, image=frame if self.keep_image else None,
                 frame_index=int(info.get("frame_index", i)), source=info.get("source"),
                 timestamp=float(info.get("timestamp", 0.0)), image_size=tuple(frame.shape[:2]),
+                input_scale=float(params[i][0]),
             ))
         return results

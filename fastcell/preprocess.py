@@ -73,8 +73,11 @@ class Preprocessor:
         self.pad_value = int(pad_value)
         self._buffer = np.empty((max(1, int(max_batch)), 3, self.size, self.size), np.float32)
 
-    def __call__(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Letterbox ``frames``.
+    def __call__(self, frames: Sequence[np.ndarray], cell_sizes: Sequence[float | None] | None = None,
+                 train_cell_size: float = 66.0) -> tuple[np.ndarray, np.ndarray]:
+        """Letterbox ``frames``; with ``cell_sizes``, each frame whose cells (that many of its pixels
+        across) would come out larger than ``train_cell_size`` is scaled down to it instead, on a
+        grey canvas (:mod:`fastcell.scale`); its params still map input pixels to frame pixels.
 
         Returns
         -------
@@ -91,7 +94,24 @@ class Preprocessor:
         n = len(frames)
         if n > self._buffer.shape[0]:
             self._buffer = np.empty((n, 3, self.size, self.size), np.float32)
-        return ops.letterbox_batch(frames, out=self._buffer[:n], size=self.size, pad_value=self.pad_value)
+        placed: dict[int, tuple[int, int, int, int]] = {}
+        if cell_sizes is not None:
+            from fastcell.scale import input_scale, place_on_canvas
+
+            frames = list(frames)
+            for i, cell in enumerate(cell_sizes):
+                h, w = frames[i].shape[:2]
+                scale = input_scale(w, h, self.size, cell, train_cell_size) if cell else None
+                if scale is not None:
+                    frames[i], x0, y0 = place_on_canvas(frames[i], scale, self.size, self.pad_value)
+                    placed[i] = (x0, y0, w, h)
+        batch, params = ops.letterbox_batch(frames, out=self._buffer[:n], size=self.size, pad_value=self.pad_value)
+        if placed:
+            from fastcell.scale import canvas_params
+
+            for i, (x0, y0, w, h) in placed.items():
+                params[i] = canvas_params(params[i], x0, y0, w, h)
+        return batch, params
 
     def release(self) -> None:
         """Free the buffer; the next call allocates one for its batch."""

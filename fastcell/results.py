@@ -46,6 +46,11 @@ class Result:
         Seconds from capture to this result being ready.
     image_size : (int, int) or None
         ``(height, width)`` of the frame, known even when neither image nor labels are kept.
+    input_scale : float
+        Network-input pixels per frame pixel in the pass that gave these results (the letterbox
+        scale, or the ``cell_size`` rescale; 0 when unknown).
+    cell_size : float or None
+        The cell diameter (frame pixels) the frame was rescaled for, when ``cell_size`` applied.
     """
 
     boxes: np.ndarray
@@ -60,6 +65,8 @@ class Result:
     timestamp: float = 0.0
     latency: float = 0.0
     image_size: tuple[int, int] | None = None
+    input_scale: float = 0.0
+    cell_size: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:

@@ -131,6 +131,17 @@ class Segmentation:
         return (0, 0, self.hsv_low[2]), (180, 255, self.hsv_high[2])
 
 
+def check_cell_size(value: Any) -> float | str | None:
+    """``None``, ``"auto"`` or a finite cell diameter in pixels > 0; anything else raises."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"cell_size must be None, 'auto' or a number of pixels; got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"cell_size must be a finite number of pixels > 0; got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything the runtime needs to know about a model, loaded from its metadata JSON."""
@@ -142,6 +153,12 @@ class ModelSpec:
     thresholds: Thresholds = field(default_factory=Thresholds)
     segmentation: Segmentation = field(default_factory=Segmentation)
     pad_value: int = 114
+    #: typical cell diameter in the *frame's* pixels: frames are rescaled so their cells appear at
+    #: ``train_cell_size`` in the network input. None: plain letterbox; "auto": estimated per frame
+    #: (see :mod:`fastcell.scale`)
+    cell_size: float | str | None = None
+    #: the cell diameter, in network-input pixels, the model knows best (its training scale)
+    train_cell_size: float = 66.0
     name: str = "fastcell"
     model_file: str = "model.onnx"
     extra: dict[str, Any] = field(default_factory=dict)  # training data, licence, metrics, sha256 ...
@@ -182,6 +199,8 @@ class ModelSpec:
                 for k, v in dataclasses.asdict(self.segmentation).items()
             },
             "pad_value": self.pad_value,
+            "cell_size": self.cell_size,
+            "train_cell_size": self.train_cell_size,
             **self.extra,
         }
 
@@ -195,7 +214,7 @@ class ModelSpec:
         if d.get("format") != FORMAT:
             raise ValueError(f"not a fastcell model description: format {d.get('format')!r}, expected {FORMAT!r}")
         known = {"format", "name", "model_file", "classes", "input_size", "anchors", "heads",
-                 "thresholds", "segmentation", "pad_value"}
+                 "thresholds", "segmentation", "pad_value", "cell_size", "train_cell_size"}
         anchors = np.asarray(d["anchors"], dtype=np.float32)
         if anchors.shape != (6, 2):
             raise ValueError(f"anchors must be 6 (w, h) pairs, got shape {anchors.shape}")
@@ -211,6 +230,8 @@ class ModelSpec:
             thresholds=Thresholds(**d.get("thresholds", {})),
             segmentation=Segmentation(**seg),
             pad_value=int(d.get("pad_value", 114)),
+            cell_size=check_cell_size(d.get("cell_size")),
+            train_cell_size=float(d.get("train_cell_size", 66.0)),
             name=d.get("name", "fastcell"),
             model_file=d.get("model_file", "model.onnx"),
             extra={k: v for k, v in d.items() if k not in known},

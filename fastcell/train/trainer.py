@@ -83,6 +83,7 @@ class TrainConfig:
     source_weights: str = ""  # "bccd=2,pig-wbc=0.5": sampling weight of each source's images
     epoch_size: int = 0  # >0: images drawn per epoch (weighted, with replacement)
     device: str = "auto"  # "cpu", "cuda" or "auto"
+    init: str = ""  # a shipped model.onnx or a checkpoint to start from (fine-tuning), else from scratch
     time_budget: float = 0.0  # >0: seconds; after two epochs the epoch count shrinks to fit it
     ignore_iou: float = 0.7
     assign_iou: float = 0.3
@@ -166,6 +167,12 @@ def _load(paths: list[str], split: str, n: int, exclude: str = "") -> list[Label
     return sets
 
 
+def _init_anchors(path: str) -> list:
+    if str(path).endswith(".onnx"):
+        return json.loads((Path(path).parent / "model.json").read_text())["anchors"]
+    return torch.load(path, map_location="cpu", weights_only=False)["anchors"]
+
+
 def _only(prediction, keep: list[int]):
     """A ``(boxes, scores, class_ids)`` prediction restricted to the classes in ``keep``."""
     boxes, scores, ids = (np.asarray(v) for v in prediction[:3])
@@ -220,6 +227,9 @@ class Trainer:
         self.device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
                                    else ("cpu" if config.device == "auto" else config.device))
         wh = scaled_box_sizes(self.train_labels, config.input_size)
+        if config.init and not config.anchors:
+            # fine-tuning keeps the anchors the heads were trained for
+            config.anchors = np.asarray(_init_anchors(config.init), np.float32).reshape(-1).tolist()
         if not config.anchors and (config.zoom_min > 0 or config.single_cell > 0):
             wh = self._augmented_box_sizes(config)
         if config.anchors:
@@ -241,6 +251,8 @@ class Trainer:
         self.val_sets = [DetectionDataset(v, config.input_size, None, progress=config.progress)
                          for v in self.val_sources if len(v)]
         self.val_set = self.val_sets[0]
+        if config.init and self.resume_state is None:
+            self._load_init(config.init)
         self.sample_weights = self._sample_weights()
         self.epoch_size = config.epoch_size or len(self.train_set)
         self.steps_per_epoch = max(1, self.epoch_size // config.batch_size)
@@ -255,6 +267,32 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+    def _load_init(self, path: str) -> None:
+        """Start from a trained model: its weights, BatchNorms re-parametrised on training images."""
+        from fastcell.model.onnx_weights import calibrate_batchnorm, load_onnx_weights
+
+        if str(path).endswith(".onnx"):
+            classes = json.loads((Path(path).parent / "model.json").read_text())["classes"]
+            if tuple(classes) != tuple(self.classes):
+                raise ValueError(f"{path} knows classes {classes}, this run trains {list(self.classes)}")
+            model = AttentionNet(len(self.classes), self.cfg.input_size)
+            load_onnx_weights(model, path)
+            rng = np.random.default_rng(self.cfg.seed)
+            batches = []
+            for _ in range(8):
+                items = [self.train_set[int(i)][0] for i in rng.integers(0, len(self.train_set), 8)]
+                batches.append(torch.stack(items).float().div_(255))
+            calibrate_batchnorm(model, batches)
+            state = model.state_dict()
+        else:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            if tuple(ckpt["classes"]) != tuple(self.classes):
+                raise ValueError(f"{path} knows classes {ckpt['classes']}, this run trains {list(self.classes)}")
+            state = ckpt["ema"]
+        self.model.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in state.items()})
+        self.ema = ModelEMA(self.model, self.cfg.ema_decay, self.cfg.ema_tau)
+        print(f"initialised from {path}", flush=True)
 
     def _augmented_box_sizes(self, config: TrainConfig, draws: int = 1500) -> np.ndarray:
         """Box sizes as the network sees them in training (zoomed, cropped): the anchors' data when
