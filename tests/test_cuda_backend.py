@@ -1,0 +1,148 @@
+"""The torch-CUDA backend's GPU-free parts: ONNX weights → torch, the refusals, ``device="auto"``.
+
+The torch network built from ``model.onnx``'s initializers is compared with ONNX Runtime running
+that same file, in fp32 on the CPU, on the real frames in tests/data/bccd: the oracle is a different
+engine reading the same bytes. The GPU half (fp16 graphs, the device letterbox) is tests/test_gpu_cuda.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fastcell import ops
+from fastcell.runtime import open_backend
+from fastcell.spec import ModelSpec, find_model
+
+torch = pytest.importorskip("torch", reason="the cuda backend's weight loading needs torch (fastcell[cuda])")
+onnx = pytest.importorskip("onnx", reason="reading model.onnx needs onnx (fastcell[cuda])")
+
+SAMPLES = Path(__file__).resolve().parent / "data" / "bccd"
+NO_GPU = torch.version.cuda is None or not torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def shipped() -> ModelSpec:
+    try:
+        return ModelSpec.load(find_model("default"))
+    except FileNotFoundError:
+        pytest.skip("no shipped default model (engines/DEFAULT)")
+
+
+@pytest.fixture(scope="module")
+def sample_batch() -> tuple[np.ndarray, np.ndarray]:
+    paths = sorted(SAMPLES.glob("*.jpg"))
+    if not paths:
+        pytest.skip(f"no sample frames in {SAMPLES}")
+    return ops.letterbox_batch([cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths])
+
+
+def test_onnx_weights_give_onnxruntime_heads_in_fp32(shipped, sample_batch) -> None:
+    from fastcell.runtime.onnx_weights import attentionnet_from_onnx
+    from fastcell.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    batch, params = sample_batch
+    model = attentionnet_from_onnx(shipped)
+    with torch.inference_mode():
+        heads = [h.numpy() for h in model(torch.from_numpy(batch))]
+    reference = OnnxRuntimeBackend(shipped).infer(batch)
+    for ours, theirs, head in zip(heads, reference, shipped.heads):
+        assert ours.shape == theirs.shape == (len(batch), shipped.head_width, 416 // head.stride, 416 // head.stride)
+        # two fp32 engines summing in other orders: ~1e-5 of values up to ~17
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3)
+    # and therefore the same cells
+    args = dict(strides=[h.stride for h in shipped.heads], anchors=[shipped.head_anchors(h) for h in shipped.heads],
+                num_classes=shipped.num_classes, score_threshold=shipped.thresholds.score)
+    for (b1, s1, c1), (b2, s2, c2) in zip(ops.postprocess(heads, params, **args),
+                                          ops.postprocess(reference, params, **args)):
+        assert len(b1) == len(b2) > 0
+        np.testing.assert_array_equal(c1, c2)
+        np.testing.assert_allclose(b1, b2, atol=0.05)
+
+
+def _onnx_with(tmp_path: Path, op: str, **attrs) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "layers.0.conv.weight")
+    bias = numpy_helper.from_array(np.zeros(2, np.float32), "layers.0.conv.bias")
+    nodes = [helper.make_node("Conv", ["images", weight.name, bias.name], ["c"]),
+             helper.make_node(op, ["c"], ["p5"], **attrs)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("p5", TensorProto.FLOAT, None)], [weight, bias])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
+def test_a_foreign_graph_is_refused_saying_what_differs(tmp_path: Path, shipped) -> None:
+    from fastcell.runtime.onnx_weights import attentionnet_from_onnx, onnx_tensors
+
+    with pytest.raises(ValueError, match="op 'Sigmoid'.*not part of a folded AttentionNet"):
+        onnx_tensors(_onnx_with(tmp_path, "Sigmoid"))
+    with pytest.raises(ValueError, match="slope 0.2.*uses 0.1"):
+        onnx_tensors(_onnx_with(tmp_path, "LeakyRelu", alpha=0.2))
+    tensors = onnx_tensors(_onnx_with(tmp_path, "LeakyRelu", alpha=0.1))
+    assert set(tensors) == {"layers.0.conv.weight", "layers.0.conv.bias"}
+    with pytest.raises(ValueError, match="missing .*layers.10.conv.bias"):
+        attentionnet_from_onnx(shipped, tmp_path / "model.onnx")
+    # the shipped file read as a network with another number of classes: the heads do not fit
+    with pytest.raises(ValueError, match=r"layers.15.weight is \(24, 512, 1, 1\), .* 1 classes needs \(18, 512, 1, 1\)"):
+        attentionnet_from_onnx(shipped.replace(classes=("cell",)), shipped.model_path)
+
+
+@pytest.mark.skipif(not NO_GPU, reason="a CUDA GPU is visible: the refusal is for machines without one")
+@pytest.mark.parametrize("device", ["cuda", "gpu"])
+def test_cuda_without_a_gpu_refuses_in_one_line(shipped, device: str) -> None:
+    if device == "gpu" and importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed: 'gpu' means tensorrt here")
+    with pytest.raises(RuntimeError, match="the cuda backend cannot run: torch .*") as err:
+        open_backend(shipped, device)
+    assert "\n" not in str(err.value)
+
+
+def test_cuda_refuses_precisions_it_does_not_run(shipped) -> None:
+    from fastcell.runtime.cuda_backend import CudaBackend
+
+    with pytest.raises(ValueError, match="'fp16', 'bf16' or 'fp32', got 'int8'.*int8 needs the tensorrt"):
+        CudaBackend(shipped, "int8")
+
+
+def test_auto_skips_a_gpu_backend_that_cannot_start(shipped, monkeypatch, caplog) -> None:
+    import fastcell.runtime as runtime
+
+    present = [b for b in runtime.available_backends() if b not in ("tensorrt", "cuda")]
+    monkeypatch.setattr(runtime, "available_backends", lambda: ["cuda", *present])
+    monkeypatch.setattr(runtime, "_open", _fail_on_cuda(runtime._open))
+    with caplog.at_level(logging.WARNING, logger="fastcell"):
+        backend = open_backend(shipped, "auto")
+    assert backend.name in ("openvino", "onnxruntime")
+    assert "the cuda backend cannot start (no GPU here); trying the next backend" in caplog.text
+    backend.close()
+    # "cpu" never tries a GPU backend, and "auto" without a GPU does not offer one
+    assert open_backend(shipped, "cpu").name == backend.name
+
+
+def _fail_on_cuda(real):
+    def _open(name, *args):
+        if name == "cuda":
+            raise RuntimeError("no GPU here")
+        return real(name, *args)
+    return _open
+
+
+@pytest.mark.skipif(not NO_GPU, reason="a CUDA GPU is visible")
+def test_no_gpu_backend_is_offered_without_a_gpu() -> None:
+    from fastcell.runtime import available_backends, gpu_count
+
+    assert gpu_count() == 0
+    assert "cuda" not in available_backends() and "tensorrt" not in available_backends()
+
+
+def test_fp16_on_the_cpu_names_both_gpu_backends(shipped) -> None:
+    with pytest.raises(ValueError, match="fp16' needs the tensorrt backend or the cuda backend"):
+        open_backend(shipped, "onnxruntime", "fp16")
