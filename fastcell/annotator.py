@@ -142,6 +142,28 @@ class Annotator:
         parts = [self.backend.infer(batch[i:i + self.max_batch]) for i in range(0, batch.shape[0], self.max_batch)]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
+    def preprocess_infer(self, frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """:meth:`preprocess` then :meth:`infer` — on the GPU in one go where the backend can.
+
+        A backend with ``infer_frames`` (the cuda backend) uploads the frames once and letterboxes
+        them on the device into its input (the same batch as the CPU's, bit for bit); frames it
+        cannot take there (mixed sizes, uint16) take the CPU letterbox.
+
+        Returns
+        -------
+        heads : list of ndarray of float32
+            As :meth:`infer`.
+        params : (N, 5) ndarray of float32
+            The letterbox parameters (the caller's to keep).
+        """
+        on_device = getattr(self.backend, "infer_frames", None)
+        if on_device is not None:
+            done = on_device(frames, self.spec.pad_value)
+            if done is not None:
+                return done
+        batch, params = self.preprocess(frames)
+        return self.infer(batch), params
+
     def postprocess(self, heads: Sequence[np.ndarray], params: np.ndarray, frames: Sequence[np.ndarray],
                     meta: Sequence[dict[str, Any]] | None = None) -> list[Result]:
         """Decode, merge and segment: one Result per frame."""
@@ -175,8 +197,7 @@ class Annotator:
         results: list[Result] = []
         for lo in range(0, len(checked), self.max_batch):
             chunk = checked[lo:lo + self.max_batch]
-            batch, params = self.preprocess(chunk)
-            heads = self.infer(batch)
+            heads, params = self.preprocess_infer(chunk)
             meta = [{"frame_index": lo + i, "timestamp": start} for i in range(len(chunk))]
             results.extend(self.postprocess(heads, params, chunk, meta))
         done = time.monotonic()
