@@ -61,7 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recursive", "-r", action="store_true", help="include images in sub-folders of SRC")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an output folder that holds a run with other settings")
-    parser.add_argument("--workers", type=int, default=2, help="decoding and writing threads each (default: %(default)s)")
+    from fastcell._parallel import host_threads
+
+    # decoding and writing are compiled code that releases the GIL: they scale with the host's cores
+    parser.add_argument("--workers", type=int, default=max(2, host_threads()),
+                        help="decoding and writing threads each (default: the host's cores, at least 2: %(default)s)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
 
 
