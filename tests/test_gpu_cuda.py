@@ -196,3 +196,53 @@ def test_auto_picks_cuda_and_the_stream_equals_the_annotator(torch_cuda, spec, f
         assert sum(len(r) for r in results) > 0
     finally:
         annotator.close()
+
+
+# -- device-pointer entries of the CUDA twins (csrc/bindings/register_cuda_device.cpp) ----------------------
+@pytest.fixture(scope="module")
+def device_core(torch_cuda):
+    from fastcell._core_loader import core
+
+    if not hasattr(core, "cuda_decode_device"):
+        pytest.skip("no CUDA kernels in this build of fastcell._core")
+    if core.cuda_device_count() == 0:
+        pytest.skip("fastcell._core sees no CUDA device")
+    return core
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.32])
+def test_decode_of_device_heads_equals_cpu(device_core, torch_cuda, spec, reference, threshold: float) -> None:
+    torch = torch_cuda
+    _, _, heads = reference
+    strides = [float(h.stride) for h in spec.heads]
+    anchors = [spec.head_anchors(h) for h in spec.heads]
+    on_device = [torch.from_numpy(h).cuda() for h in heads]
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    gpu = device_core.cuda_decode_device([h.data_ptr() for h in on_device], [tuple(h.shape) for h in on_device],
+                                         strides, anchors, spec.num_classes, threshold, stream.cuda_stream)
+    cpu = ops.decode(heads, strides, anchors, spec.num_classes, threshold)
+    assert len(gpu) == len(cpu) == len(heads[0])
+    for (gb, gs, gc), (cb, cs, cc) in zip(gpu, cpu):
+        assert len(gs) == len(cs) > 0
+        np.testing.assert_array_equal(gc, cc)
+        np.testing.assert_allclose(gs, cs, rtol=1e-6, atol=0)
+        np.testing.assert_allclose(gb, cb, rtol=1e-6, atol=1e-4)
+
+
+def test_segmentation_into_device_buffers_equals_cpu(device_core, torch_cuda, spec, frames, reference) -> None:
+    torch = torch_cuda
+    _, params, heads = reference
+    seg = spec.segmentation
+    for frame, (boxes, scores, _) in zip(frames, detections(spec, heads, params)):
+        image = torch.from_numpy(np.ascontiguousarray(frame)).cuda()
+        h, w = frame.shape[:2]
+        labels = torch.full((h, w), -1, dtype=torch.int32, device="cuda")
+        segmented = torch.zeros((h, w, 3), dtype=torch.uint8, device="cuda")
+        torch.cuda.synchronize()
+        device_core.cuda_segment_cells_device(image.data_ptr(), h, w, w * 3, boxes, scores, seg.hsv_low, seg.hsv_high,
+                                              seg.disc, seg.fill, labels.data_ptr(), segmented.data_ptr(), 0)
+        cpu_labels, cpu_segmented = ops.segment_cells(frame, boxes, scores, hsv_low=seg.hsv_low,
+                                                      hsv_high=seg.hsv_high, disc=seg.disc, fill=seg.fill)
+        np.testing.assert_array_equal(labels.cpu().numpy(), cpu_labels)
+        np.testing.assert_array_equal(segmented.cpu().numpy(), cpu_segmented)
