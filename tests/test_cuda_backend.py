@@ -146,3 +146,20 @@ def test_no_gpu_backend_is_offered_without_a_gpu() -> None:
 def test_fp16_on_the_cpu_names_both_gpu_backends(shipped) -> None:
     with pytest.raises(ValueError, match="fp16' needs the tensorrt backend or the cuda backend"):
         open_backend(shipped, "onnxruntime", "fp16")
+
+
+def test_device_pointer_entries_check_their_arguments_before_any_device() -> None:
+    from fastcell._core_loader import core
+
+    if not hasattr(core, "cuda_decode_device"):
+        pytest.skip("this build of fastcell._core has no CUDA kernels")
+    anchors = [np.ones((3, 2), np.float32)]
+    with pytest.raises(ValueError, match="one entry per head, got 1, 2, 1, 1"):
+        core.cuda_decode_device([1], [(1, 24, 13, 13), (1, 24, 26, 26)], [32.0], anchors, 3, 0.3, 0)
+    with pytest.raises(ValueError, match=r"non-null device pointer with shape .* got shape \(1, 24, 0, 13\)"):
+        core.cuda_decode_device([1], [(1, 24, 0, 13)], [32.0], anchors, 3, 0.3, 0)
+    with pytest.raises(ValueError, match="row_stride must be >= 3 \\* width = 30 bytes, got 20"):
+        core.cuda_segment_cells_device(1, 10, 10, 20, np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="hsv_low and hsv_high must both be given"):
+        core.cuda_segment_cells_device(1, 10, 10, 30, np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                                       hsv_low=(0, 0, 0))

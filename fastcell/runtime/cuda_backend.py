@@ -9,7 +9,8 @@ Execution. fp16 (default; ``"bf16"`` and ``"fp32"`` too), channels-last, on one 
 backend's own. The input lives in one fixed float32 device buffer of ``max_batch`` frames; each batch
 size is recorded once as a CUDA graph (cast to fp16 + the network + cast of the heads to float32)
 and replayed afterwards in one launch, with cuDNN's autotuner on while recording. Calls are
-serialised by a lock (one stream, one set of buffers); batches above ``max_batch`` run in chunks.
+serialised by a lock (one stream, one set of buffers); batches above ``max_batch`` run in chunks,
+and a batch of n frames runs the graph of the next power of two (at most ~6 graphs per stream).
 
 Two ways in:
 
@@ -127,7 +128,7 @@ class CudaBackend:
         with torch.cuda.device(self._device):
             self._stream = torch.cuda.Stream(self._device)
             # Fixed addresses: graph replay reads this input and the letterbox kernel writes it.
-            self._input = torch.empty((self.max_batch, 3, size, size), dtype=torch.float32, device=self._device)
+            self._input = torch.zeros((self.max_batch, 3, size, size), dtype=torch.float32, device=self._device)
             self._host_input = torch.empty((self.max_batch, 3, size, size), dtype=torch.float32, pin_memory=True)
             self._host_heads = [torch.empty((self.max_batch, spec.head_width, size // h.stride, size // h.stride),
                                             dtype=torch.float32, pin_memory=True) for h in spec.heads]
@@ -161,18 +162,25 @@ class CudaBackend:
         finally:
             torch.backends.cudnn.benchmark = benchmark
 
+    def _bucket(self, n: int) -> int:
+        """The graph that runs ``n`` frames: the next power of two (or ``max_batch``), so a stream
+        whose batches vary records at most ~6 graphs, not one per size (each takes a second or two
+        of autotuning). The rows past ``n`` hold stale input; their heads are never read."""
+        return min(self.max_batch, 1 << (n - 1).bit_length())
+
     def _run(self, n: int) -> list[np.ndarray]:
         """The graph (or the network) on ``self._input[:n]``, heads copied to the host; waits once."""
-        if self._use_graphs and n not in self._graphs:
-            self._record(n)
-        entry = self._graphs.get(n) if self._use_graphs else None
+        m = self._bucket(n)
+        if self._use_graphs and m not in self._graphs:
+            self._record(m)
+        entry = self._graphs.get(m) if self._use_graphs else None
         if entry is not None:
             entry[0].replay()
             outputs = entry[1]
         else:
             outputs = self._forward(n)
         for host, out in zip(self._host_heads, outputs):
-            host[:n].copy_(out, non_blocking=True)
+            host[:n].copy_(out[:n], non_blocking=True)
         self._stream.synchronize()
         return [host[:n].numpy().copy() for host in self._host_heads]
 
