@@ -141,7 +141,8 @@ def open_backend(spec: ModelSpec, device: str = "auto", precision: str | None = 
                 log.warning("fastcell: the %s backend cannot start (%s); trying the next backend", gpu, err)
         name = next(b for b in choices if b not in _GPU_BACKENDS)
     if name not in BACKENDS:
-        raise ValueError(f"unknown device {device!r}; expected one of 'auto', 'cpu', 'gpu', {', '.join(map(repr, BACKENDS))}")
+        raise ValueError(f"unknown device {device!r}; expected one of 'auto', 'cpu', 'gpu', "
+                         f"{', '.join(map(repr, BACKENDS))}")
     return _open(name, spec, precision, options)
 
 
