@@ -7,8 +7,11 @@ engine reading the same bytes. The GPU half (fp16 graphs, the device letterbox) 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import logging
+import types
 from pathlib import Path
 
 import cv2
@@ -163,3 +166,136 @@ def test_device_pointer_entries_check_their_arguments_before_any_device() -> Non
     with pytest.raises(ValueError, match="hsv_low and hsv_high must both be given"):
         core.cuda_segment_cells_device(1, 10, 10, 30, np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
                                        hsv_low=(0, 0, 0))
+
+
+# -- the backend's buffers, chunks, graph buckets and device-letterbox staging, emulated on the CPU --------
+# CUDA is replaced by its CPU equivalent where the backend touches it: streams and device contexts do
+# nothing, pinned memory is ordinary memory, a "graph" replays by running the network again into the
+# outputs it recorded (what a CUDA graph does: same input buffer, same output tensors), and the device
+# letterbox writes through the raw pointers the backend passes, as the kernel does. The heads are
+# compared with ONNX Runtime; what this cannot check (the real kernels, fp16, capture) is test_gpu_cuda.py.
+class _FakeStream:
+    cuda_stream = 0
+
+    def __init__(self, device=None) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+class _FakeCuda:
+    Stream = _FakeStream
+    is_available = staticmethod(lambda: True)
+    device_count = staticmethod(lambda: 1)
+    device = staticmethod(lambda d: contextlib.nullcontext())
+    stream = staticmethod(lambda s: contextlib.nullcontext())
+
+
+class _FakeTorch:
+    """torch, with CUDA's runtime swapped for the CPU (see above)."""
+
+    cuda = _FakeCuda
+    version = types.SimpleNamespace(cuda="13.0")
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def device(kind, index=0):
+        return torch.device("cpu", index)
+
+    @staticmethod
+    def empty(*shape, pin_memory=False, **kwargs):
+        return torch.empty(*shape, **kwargs)
+
+    @staticmethod
+    def zeros(*shape, **kwargs):
+        return torch.zeros(*shape, **kwargs)
+
+
+class _PointerLetterbox:
+    """fastcell._core's device letterbox entry, on host memory reached through the same raw pointers."""
+
+    calls = 0
+
+    def cuda_letterbox_batch_device(self, frames, count, height, width, channels, row_stride, image_stride,
+                                    size, pad_value, out, stream):
+        assert row_stride == width * channels and image_stride == height * width * channels and stream == 0
+        type(self).calls += 1
+        src = np.ctypeslib.as_array((ctypes.c_uint8 * (count * image_stride)).from_address(frames))
+        src = src.reshape(count, height, width, channels)
+        dst = np.ctypeslib.as_array((ctypes.c_float * (count * 3 * size * size)).from_address(out))
+        images = [f[:, :, 0] if channels == 1 else f for f in src]
+        _, params = ops.letterbox_batch(images, out=dst.reshape(count, 3, size, size), size=size, pad_value=pad_value)
+        return params
+
+
+def _record_on_cpu(self, n):
+    outputs = self._forward(n)
+
+    class Replay:
+        def replay(_) -> None:
+            for kept, new in zip(outputs, self._forward(n)):
+                kept.copy_(new)
+
+    self._graphs[n] = (Replay(), outputs)
+
+
+@pytest.fixture()
+def emulated(monkeypatch, shipped):
+    from fastcell import _parallel
+    from fastcell.runtime import cuda_backend
+
+    monkeypatch.setattr(cuda_backend, "require", lambda *a, **k: _FakeTorch())
+    monkeypatch.setattr(cuda_backend, "_device_core", lambda: _PointerLetterbox())
+    monkeypatch.setattr(cuda_backend.CudaBackend, "_record", _record_on_cpu)
+    monkeypatch.setattr(_parallel, "host_threads", lambda: 6)  # four staging threads
+    backends = []
+
+    def make(**kwargs):
+        backends.append(cuda_backend.CudaBackend(shipped, "fp32", **kwargs))
+        return backends[-1]
+    yield make
+    for b in backends:
+        b.close()
+
+
+def test_emulated_chunks_and_graph_buckets_give_onnxruntime_heads(emulated, shipped, sample_batch) -> None:
+    from fastcell.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    batch, _ = sample_batch  # 4 frames
+    reference = OnnxRuntimeBackend(shipped).infer(batch)
+    chunked = emulated(max_batch=3)
+    for ours, theirs in zip(chunked.infer(batch), reference):  # chunks of 3 and 1
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3)
+    assert sorted(chunked._graphs) == [1, 3]  # 3 frames: the bucket of 4 capped at max_batch
+    padded = emulated(max_batch=8)
+    three = padded.infer(batch[:3])  # runs the graph of 4, reads 3
+    assert sorted(padded._graphs) == [4]
+    for ours, theirs in zip(three, reference):
+        assert ours.shape[0] == 3
+        np.testing.assert_allclose(ours, theirs[:3], rtol=0, atol=1e-3)
+    for again, first in zip(padded.infer(batch[:3]), three):  # a replay reads the new input
+        np.testing.assert_array_equal(again, first)
+
+
+@pytest.mark.parametrize("layout", ["bgr", "gray", "bgra"])
+def test_emulated_frames_path_equals_cpu_letterbox_then_infer(emulated, layout: str) -> None:
+    convert = {"bgr": None, "gray": cv2.COLOR_BGR2GRAY, "bgra": cv2.COLOR_BGR2BGRA}[layout]
+    frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in sorted(SAMPLES.glob("*.jpg"))]
+    frames = [f if convert is None else cv2.cvtColor(f, convert) for f in frames]
+    frames = frames + frames[:1]  # 5: chunks of 4 and 1 at max_batch 4
+    backend = emulated(max_batch=4)
+    assert backend._stagers is not None and backend.can_take_frames(frames)
+    before = _PointerLetterbox.calls
+    heads, params = backend.infer_frames(frames)
+    assert _PointerLetterbox.calls == before + 2
+    batch, cpu_params = ops.letterbox_batch(frames)
+    np.testing.assert_array_equal(params, cpu_params)
+    for a, b in zip(heads, backend.infer(batch)):
+        np.testing.assert_array_equal(a, b)
+    assert backend.infer_frames([frames[0], frames[1][:200]]) is None  # mixed sizes: the CPU path
+    backend.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.infer(batch[:1])
