@@ -164,6 +164,17 @@ class Annotator:
         batch, params = self.preprocess(frames)
         return self.infer(batch), params
 
+    def submit(self, frames: Sequence[np.ndarray]) -> Any:
+        """Start :meth:`preprocess_infer` on a backend that pipelines (``submit_frames``: the cuda
+        backend), returning at once: a ticket for :meth:`collect`, or ``None`` — the backend cannot
+        take these frames this way or has two batches in flight; call :meth:`preprocess_infer`."""
+        submit = getattr(self.backend, "submit_frames", None)
+        return None if submit is None else submit(frames, self.spec.pad_value)
+
+    def collect(self, ticket: Any) -> tuple[list[np.ndarray], np.ndarray]:
+        """Wait for a batch from :meth:`submit`: ``(heads, params)`` as :meth:`preprocess_infer`."""
+        return self.backend.collect(ticket)
+
     def postprocess(self, heads: Sequence[np.ndarray], params: np.ndarray, frames: Sequence[np.ndarray],
                     meta: Sequence[dict[str, Any]] | None = None) -> list[Result]:
         """Decode, merge and segment: one Result per frame."""

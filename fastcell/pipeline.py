@@ -291,9 +291,15 @@ class Stream:
             self._on_infer_end()
 
     def _infer(self) -> None:
+        pending: tuple[Any, list, list] | None = None  # a batch in flight on a pipelining GPU backend
         try:
             ended: Any = None
             while ended is None:
+                if pending is not None and self._q_in.empty():
+                    # nothing to stage meanwhile: hand the batch in flight on now (latency first)
+                    batch_in_flight, pending = pending, None
+                    if not self._hand_on(batch_in_flight):
+                        return
                 first = self._get(self._q_in, _INFER)
                 if first is None:
                     return
@@ -312,13 +318,38 @@ class Stream:
                         ended = item
                         break
                     batch.append(item)
-                frames = [f for f, _ in batch]
+                frames, meta = [f for f, _ in batch], [m for _, m in batch]
+                # A GPU backend that pipelines runs this batch while the previous one is handed on.
+                ticket = self.annotator.submit(frames)
+                if pending is not None:
+                    batch_in_flight, pending = pending, None
+                    if not self._hand_on(batch_in_flight):
+                        return
+                if ticket is not None:
+                    pending = (ticket, frames, meta)
+                    continue
                 heads, params = self.annotator.preprocess_infer(frames)
-                if not self._put(self._q_post, (frames, [m for _, m in batch], heads, params.copy()), _INFER):
+                if not self._put(self._q_post, (frames, meta, heads, params.copy()), _INFER):
+                    return
+            if pending is not None:
+                batch_in_flight, pending = pending, None
+                if not self._hand_on(batch_in_flight):
                     return
             self._put(self._q_post, ended, _INFER)
         except BaseException as err:  # noqa: BLE001
             self._fail(_INFER, "inference", err, self._q_post)
+        finally:
+            if pending is not None:  # stopped early: free the backend's slot
+                try:
+                    self.annotator.collect(pending[0])
+                except Exception:  # noqa: BLE001 - the stream is ending; its outcome is decided
+                    pass
+
+    def _hand_on(self, pending: tuple[Any, list, list]) -> bool:
+        """Wait for a submitted batch and queue it for post-processing; False when told to stop."""
+        ticket, frames, meta = pending
+        heads, params = self.annotator.collect(ticket)
+        return self._put(self._q_post, (frames, meta, heads, params.copy()), _INFER)
 
     def _on_infer_end(self) -> None:
         """The inference thread is done with the Annotator: free what the stream holds of it.

@@ -124,17 +124,19 @@ class CudaBackend:
             model = torch.compile(model, mode="max-autotune-no-cudagraphs", dynamic=False)
         self._model = model
         self._use_graphs = bool(cuda_graphs)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # submit_frames holds it around _submit, which takes it too
         size = spec.input_size
         with torch.cuda.device(self._device):
             self._stream = torch.cuda.Stream(self._device)
             # Fixed addresses: graph replay reads this input and the letterbox kernel writes it.
             self._input = torch.zeros((self.max_batch, 3, size, size), dtype=torch.float32, device=self._device)
             self._host_input = torch.empty((self.max_batch, 3, size, size), dtype=torch.float32, pin_memory=True)
-            self._host_heads = [torch.empty((self.max_batch, spec.head_width, size // h.stride, size // h.stride),
-                                            dtype=torch.float32, pin_memory=True) for h in spec.heads]
+            self._host_heads = self._new_host_heads()
+            # two batches of frames in flight (submit_frames / collect), each with its own buffers
+            # blocking events: a thread waiting for the GPU sleeps instead of spinning on a core
+            self._slots = [_Slot(self._new_host_heads(), torch.cuda.Event(blocking=True)) for _ in range(2)]
+            self._sync_slot = _Slot(self._new_host_heads(), torch.cuda.Event(blocking=True))
         self._graphs: dict[int, tuple[Any, list[Any]]] = {}
-        self._frames: tuple[tuple[int, ...], Any, Any] | None = None  # (shape, pinned, device) staging
         self._core = _device_core()
         # Staging 32 camera frames into pinned memory is ~30 MB of memcpy (~3 ms on one core, as much
         # as the network itself); numpy releases the GIL while copying, so a few threads share it.
@@ -142,6 +144,11 @@ class CudaBackend:
 
         stagers = min(4, host_threads() - 1)
         self._stagers = ThreadPoolExecutor(stagers, thread_name_prefix="fastcell-stage") if stagers > 1 else None
+
+    def _new_host_heads(self) -> list[Any]:
+        size, torch = self.spec.input_size, self._torch
+        return [torch.empty((self.max_batch, self.spec.head_width, size // h.stride, size // h.stride),
+                            dtype=torch.float32, pin_memory=True) for h in self.spec.heads]
 
     # -- the network on the fixed input --------------------------------------------------------------
     def _forward(self, n: int) -> list[Any]:
@@ -175,19 +182,23 @@ class CudaBackend:
         of autotuning). The rows past ``n`` hold stale input; their heads are never read."""
         return min(self.max_batch, 1 << (n - 1).bit_length())
 
-    def _run(self, n: int) -> list[np.ndarray]:
-        """The graph (or the network) on ``self._input[:n]``, heads copied to the host; waits once."""
+    def _launch(self, n: int, host_heads: list[Any]) -> None:
+        """Queue the graph (or the network) on ``self._input[:n]`` and the heads' copies into
+        ``host_heads`` (pinned) on the backend's stream; returns without waiting."""
         m = self._bucket(n)
         if self._use_graphs and m not in self._graphs:
             self._record(m)
         entry = self._graphs.get(m) if self._use_graphs else None
+        # eager outputs are freed on return; the caching allocator reuses them only in stream order
+        outputs = entry[1] if entry is not None else self._forward(n)
         if entry is not None:
             entry[0].replay()
-            outputs = entry[1]
-        else:
-            outputs = self._forward(n)
-        for host, out in zip(self._host_heads, outputs):
+        for host, out in zip(host_heads, outputs):
             host[:n].copy_(out[:n], non_blocking=True)
+
+    def _run(self, n: int) -> list[np.ndarray]:
+        """The graph (or the network) on ``self._input[:n]``, heads copied to the host; waits once."""
+        self._launch(n, self._host_heads)
         self._stream.synchronize()
         return [host[:n].numpy().copy() for host in self._host_heads]
 
@@ -241,11 +252,47 @@ class CudaBackend:
         frames = list(frames)
         if not self.can_take_frames(frames):
             return None
-        if len(frames) > self.max_batch:
-            parts = [self.infer_frames(frames[i:i + self.max_batch], pad_value)
+        # A slot of its own, never left in flight (the lock is held from staging to collecting), so
+        # direct calls neither wait for nor disturb a stream's batches in flight.
+        with self._lock:
+            self._check_open()
+            parts = [self.collect(self._submit(frames[i:i + self.max_batch], pad_value, self._sync_slot))
                      for i in range(0, len(frames), self.max_batch)]
-            heads = [np.concatenate(per_head) for per_head in zip(*(p[0] for p in parts))]
-            return heads, np.concatenate([p[1] for p in parts])
+        if len(parts) == 1:
+            return parts[0]
+        return [np.concatenate(per_head) for per_head in zip(*(p[0] for p in parts))], \
+            np.concatenate([p[1] for p in parts])
+
+    def submit_frames(self, frames: Sequence[np.ndarray], pad_value: int | None = None) -> "_Ticket | None":
+        """Queue :meth:`infer_frames`'s work for up to ``max_batch`` frames and return at once.
+
+        Two batches may be in flight: while the GPU runs one, the caller stages the next (the
+        stream's inference thread does). :meth:`collect` waits for a batch and returns its
+        ``(heads, params)``.
+
+        Returns
+        -------
+        ticket or None
+            ``None`` when :meth:`can_take_frames` is False, there are more than ``max_batch``
+            frames, or two batches are in flight already (then use :meth:`infer_frames`).
+
+        Raises
+        ------
+        RuntimeError
+            When the backend is closed.
+        """
+        frames = list(frames)
+        if len(frames) > self.max_batch or not self.can_take_frames(frames):
+            return None
+        with self._lock:
+            self._check_open()
+            slot = next((s for s in self._slots if s.ticket is None), None)
+            if slot is None:
+                return None
+            return self._submit(frames, pad_value, slot)
+
+    def _submit(self, frames: list[np.ndarray], pad_value: int | None, slot: "_Slot") -> "_Ticket":
+        """Stage, upload, letterbox and launch ``frames`` (at most ``max_batch``) in ``slot``."""
         torch = self._torch
         n = len(frames)
         shape = frames[0].shape if frames[0].ndim == 3 else frames[0].shape + (1,)
@@ -253,7 +300,8 @@ class CudaBackend:
         pad = float(self.spec.pad_value if pad_value is None else pad_value)
         with self._lock, torch.inference_mode(), torch.cuda.device(self._device), torch.cuda.stream(self._stream):
             self._check_open()
-            pinned, on_device = self._staging(shape)
+            # The slot's previous batch was collected, so its upload from this pinned buffer is done.
+            pinned, on_device = self._staging(slot, shape)
             host = pinned.numpy()
             if self._stagers is not None and n >= 4:
                 list(self._stagers.map(lambda i: np.copyto(host[i], frames[i].reshape(shape)), range(n)))
@@ -261,27 +309,45 @@ class CudaBackend:
                 for i, frame in enumerate(frames):
                     np.copyto(host[i], frame.reshape(shape))
             on_device[:n].copy_(pinned[:n], non_blocking=True)
+            # Stream order: this letterbox writes the input only after the previous graph read it.
             params = self._core.cuda_letterbox_batch_device(
                 on_device.data_ptr(), n, height, width, channels, width * channels, height * width * channels,
                 self.spec.input_size, pad, self._input.data_ptr(), self._stream.cuda_stream)
-            return self._run(n), params
+            self._launch(n, slot.heads)
+            slot.event.record(self._stream)
+            slot.ticket = _Ticket(slot, n, params)
+            return slot.ticket
 
-    def _staging(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
-        """Pinned and device uint8 buffers for ``max_batch`` frames of ``shape`` (kept while it repeats)."""
-        if self._frames is None or self._frames[0] != shape:
+    def collect(self, ticket: "_Ticket") -> tuple[list[np.ndarray], np.ndarray]:
+        """Wait for a batch from :meth:`submit_frames`: ``(heads, params)`` as :meth:`infer_frames`."""
+        with self._lock:
+            self._check_open()
+            slot = ticket.slot
+            if slot.ticket is not ticket:
+                raise RuntimeError("this batch was collected already")
+            slot.event.synchronize()
+            heads = [h[:ticket.count].numpy().copy() for h in slot.heads]
+            slot.ticket = None
+            return heads, ticket.params
+
+    def _staging(self, slot: "_Slot", shape: tuple[int, ...]) -> tuple[Any, Any]:
+        """The slot's pinned and device uint8 buffers for ``max_batch`` frames of ``shape``."""
+        if slot.shape != shape:
             torch = self._torch
-            self._frames = None  # the old pair is freed before the new one is allocated
+            slot.pinned = slot.device = None  # the old pair is freed before the new one is allocated
             full = (self.max_batch, *shape)
-            self._frames = (shape, torch.empty(full, dtype=torch.uint8, pin_memory=True),
-                            torch.empty(full, dtype=torch.uint8, device=self._device))
-        return self._frames[1], self._frames[2]
+            slot.pinned = torch.empty(full, dtype=torch.uint8, pin_memory=True)
+            slot.device = torch.empty(full, dtype=torch.uint8, device=self._device)
+            slot.shape = shape
+        return slot.pinned, slot.device
 
     def close(self) -> None:
         """Release the network, graphs and buffers (idempotent); waits for a running call."""
         with self._lock:
             self._model = None
             self._graphs.clear()
-            self._frames = None
+            self._slots = []
+            self._sync_slot = None
             self._input = self._host_input = None
             self._host_heads = []
             if self._stagers is not None:
@@ -291,6 +357,25 @@ class CudaBackend:
     def __repr__(self) -> str:
         return (f"CudaBackend({self.spec.name!r}, precision={self.precision!r}, device={self._device}, "
                 f"max_batch={self.max_batch}, graphs={self._use_graphs})")
+
+
+class _Slot:
+    """Buffers of one batch of frames in flight: pinned and device frames, pinned heads, an event."""
+
+    def __init__(self, heads: list[Any], event: Any) -> None:
+        self.heads = heads
+        self.event = event
+        self.shape: tuple[int, ...] | None = None
+        self.pinned: Any = None
+        self.device: Any = None
+        self.ticket: _Ticket | None = None
+
+
+class _Ticket:
+    """A submitted batch: which slot holds it, how many frames, its letterbox parameters."""
+
+    def __init__(self, slot: _Slot, count: int, params: np.ndarray) -> None:
+        self.slot, self.count, self.params = slot, count, params
 
 
 def _device_core() -> Any:
