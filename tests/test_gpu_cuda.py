@@ -246,3 +246,14 @@ def test_segmentation_into_device_buffers_equals_cpu(device_core, torch_cuda, sp
                                                       hsv_high=seg.hsv_high, disc=seg.disc, fill=seg.fill)
         np.testing.assert_array_equal(labels.cpu().numpy(), cpu_labels)
         np.testing.assert_array_equal(segmented.cpu().numpy(), cpu_segmented)
+
+
+def test_two_batches_in_flight_equal_the_synchronous_path(fp16, frames) -> None:
+    eight = [frames[i % len(frames)] for i in range(8)]
+    expected = [fp16.infer_frames(eight[:5]), fp16.infer_frames(eight[5:])]
+    first, second = fp16.submit_frames(eight[:5]), fp16.submit_frames(eight[5:])
+    assert first is not None and second is not None and fp16.submit_frames(eight[:1]) is None
+    for (heads, params), (want_heads, want_params) in zip((fp16.collect(first), fp16.collect(second)), expected):
+        np.testing.assert_array_equal(params, want_params)
+        for a, b in zip(heads, want_heads):
+            np.testing.assert_array_equal(a, b)
