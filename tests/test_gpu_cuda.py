@@ -216,7 +216,7 @@ def test_decode_of_device_heads_equals_cpu(device_core, torch_cuda, spec, refere
     _, _, heads = reference
     strides = [float(h.stride) for h in spec.heads]
     anchors = [spec.head_anchors(h) for h in spec.heads]
-    on_device = [torch.from_numpy(h).cuda() for h in heads]
+    on_device = [torch.from_numpy(h.copy()).cuda() for h in heads]
     torch.cuda.synchronize()
     stream = torch.cuda.Stream()
     gpu = device_core.cuda_decode_device([h.data_ptr() for h in on_device], [tuple(h.shape) for h in on_device],
@@ -235,7 +235,7 @@ def test_segmentation_into_device_buffers_equals_cpu(device_core, torch_cuda, sp
     _, params, heads = reference
     seg = spec.segmentation
     for frame, (boxes, scores, _) in zip(frames, detections(spec, heads, params)):
-        image = torch.from_numpy(np.ascontiguousarray(frame)).cuda()
+        image = torch.from_numpy(frame.copy()).cuda()
         h, w = frame.shape[:2]
         labels = torch.full((h, w), -1, dtype=torch.int32, device="cuda")
         segmented = torch.zeros((h, w, 3), dtype=torch.uint8, device="cuda")
