@@ -1,27 +1,32 @@
-"""GPU throughput of fastcell: TensorRT model-only and end-to-end images/s, with time per stage.
+"""GPU throughput of fastcell without TensorRT (the torch-CUDA backend), every figure in one run.
 
-One run prints, for each precision (fp16, int8) and batch size (1, 8, 32), side by side:
+Prints, side by side:
 
-1. model only: the TensorRT engine alone, ``execute_async_v3`` back to back on one stream (inputs
-   already on the device), images/s; and ``backend.infer()`` (pinned host input → device → engine →
-   pinned host output, CUDA-graph replay), images/s;
-2. end to end from decoded frames (uint8 BGR 640×480 BCCD frames in host memory, as a camera or a
-   decoder thread hands them over): upload → CUDA letterbox straight into the engine's input →
-   engine → heads to the host → C++ post-processing (decode, NMS, GBCIOU, map back), images/s, and
-   the milliseconds per batch of each stage measured alone;
-3. the issue's targets on one H100 beside them: ≥ 5,000 images/s model-only at batch 32 in fp16,
-   ≥ 2,000 images/s end to end.
+1. model only: CUDA-graph replays back to back with the input already on the device (the network's
+   ceiling), and ``backend.infer()`` (float32 batch on the host → device → graph → heads to the
+   host), images/s at batch 1, 8, 32;
+2. GPU stage: ``backend.infer_frames()`` — uint8 640×480 frames in host memory → pinned upload →
+   CUDA letterbox into the graph's input → graph → heads to the host — images/s and ms per batch;
+3. post-processing with segmentation on 1…N threads (N = the host's cores), images/s: the CPU side;
+4. ``fastcell.stream`` end to end from decoded frames (batch 32 and 8): images/s, latency p50/p99;
+5. ``fastcell annotate`` of JPEG files with the default writers: images/s (incl. model load);
+6. time of each stage per batch of 32, measured alone;
 
-Usage: ``python benchmarks/bench_gpu.py [--model default] [--batches 1 8 32] [--precisions fp16 int8]
-[--iters 200]``. Needs an NVIDIA GPU, ``pip install "fastcell[tensorrt]"`` and a build with the CUDA
-kernels (``fastcell.sys_info()`` shows ``core.cuda: True``); without a GPU it says so and exits 2.
-Engines are built on first use (a minute or two each) and cached (see fastcell.runtime.tensorrt_engine).
+and the issue's targets beside them (H200, 16 host cores): model only fp16 batch 32 ≥ 28,000
+images/s; stream with segmentation ≥ 10,000; annotate ≥ 2,500; stream batch 8 p99 ≤ 10 ms.
+
+Usage: ``python benchmarks/bench_gpu.py [--device cuda] [--quick] [--compile]``. ``--quick`` keeps
+the whole run to about a minute (fewer iterations and frames). The frames are the BCCD samples in
+tests/data/bccd (640×480 JPEGs), so nothing outside the checkout is needed. ``--device`` takes any
+backend (``onnxruntime`` runs the script on a machine without a GPU, for checking it); the GPU-only
+rows are then skipped with the reason. Without a CUDA GPU and ``--device cuda`` it says so and
+exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import shutil
 import sys
 import tempfile
 import time
@@ -30,9 +35,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-BCCD = REPO.parent / "shared" / "data" / "bccd"
-TARGET_MODEL_ONLY = 5000  # images/s, batch 32, fp16, one H100
-TARGET_END_TO_END = 2000  # images/s from decoded frames
+SAMPLES = REPO / "tests" / "data" / "bccd"
+TARGETS = {"model": 28_000, "stream": 10_000, "annotate": 2_500, "p99_b8_ms": 10.0}
 
 
 def fail(message: str) -> None:
@@ -40,176 +44,204 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def check_environment():
-    if importlib.util.find_spec("tensorrt") is None:
-        fail('tensorrt is not installed (pip install "fastcell[tensorrt]"); nothing measured')
-    from fastcell.runtime import _cuda
-
-    if _cuda.device_count() == 0:
-        fail("no CUDA device: this benchmark needs an NVIDIA GPU and its driver; nothing measured")
-    from fastcell._core_loader import core
-
-    return core, _cuda.device_properties(0)
-
-
-def model_spec(name: str, tmp: Path):
-    from fastcell.spec import ModelSpec, find_model
-
-    try:
-        return ModelSpec.load(find_model(name))
-    except FileNotFoundError:
-        if name != "default":
-            raise
-    print("  (no shipped default model: exporting a randomly initialised AttentionNet)")
-    import torch
-
-    from fastcell.export import export_onnx
-    from fastcell.model import AttentionNet
-
-    torch.manual_seed(0)
-    spec = ModelSpec(classes=("RBC", "WBC", "Platelets"),
-                     anchors=np.array([[12, 12], [26, 27], [44, 43], [68, 66], [86, 83], [140, 125]], np.float32),
-                     name="random-bench")
-    export_onnx(model=AttentionNet(3).eval(), spec=spec, out_dir=tmp)
-    return ModelSpec.load(tmp / "model.json")
-
-
-def bccd_frames(count: int) -> tuple[np.ndarray, list[Path]]:
+def sample_frames(count: int) -> list[np.ndarray]:
     import cv2
 
-    if not BCCD.is_dir():
-        fail(f"the BCCD images are not at {BCCD}")
-    names = (BCCD / "ImageSets" / "Main" / "test.txt").read_text().split()
-    paths = [BCCD / "JPEGImages" / f"{n}.jpg" for n in names]
-    frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths[:count]]
-    frames = [f for f in frames if f is not None and f.shape == (480, 640, 3)]
-    train = (BCCD / "ImageSets" / "Main" / "train.txt").read_text().split()
-    calibration = [BCCD / "JPEGImages" / f"{n}.jpg" for n in train[:128]]
-    return np.stack(frames), calibration
+    paths = sorted(SAMPLES.glob("*.jpg"))
+    if not paths:
+        fail(f"no sample JPEGs in {SAMPLES}")
+    frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
+    # distinct arrays (a camera hands over new buffers), cycling through the samples
+    return [frames[i % len(frames)].copy() for i in range(count)]
 
 
-def model_only(backend, batch: int, iters: int) -> tuple[float, float]:
-    """(engine-only images/s, infer() images/s) at this batch size."""
+def rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:10,.0f} images/s"
+
+
+def timed(fn, repeat: int) -> float:
+    """Seconds per call, after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def model_only(backend, batches: list[int], iters: int) -> None:
+    print("\n1. model only")
     size = backend.spec.input_size
-    data = np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
-    for _ in range(3):  # builds the worker, runs the shape once, captures its CUDA graph
-        backend.infer(data)
+    for b in batches:
+        data = np.random.default_rng(0).uniform(0, 1, (b, 3, size, size)).astype(np.float32)
+        infer = timed(lambda: backend.infer(data), iters)
+        line = f"   batch {b:3d}: infer() {rate(b, infer)}"
+        graphs = getattr(backend, "_graphs", {})
+        if b in graphs:
+            torch = backend._torch
+            graph = graphs[b][0]
+            with torch.cuda.stream(backend._stream):
+                def replay() -> None:
+                    for _ in range(iters):
+                        graph.replay()
+                    backend._stream.synchronize()
+                seconds = timed(replay, 1) / iters
+            line += f" | graph replay alone {rate(b, seconds)}"
+            if b == 32:
+                line += f" (target {TARGETS['model']:,})"
+        print(line, flush=True)
+
+
+def gpu_stage(backend, frames: list[np.ndarray], batches: list[int], iters: int) -> None:
+    print("\n2. GPU stage: pinned upload + device letterbox + graph + heads to host")
+    if not hasattr(backend, "infer_frames") or not backend.can_take_frames(frames[:1]):
+        print(f"   skipped: the {backend.name} backend has no device letterbox here")
+        return
+    for b in batches:
+        chunk = frames[:b]
+        seconds = timed(lambda: backend.infer_frames(chunk), iters)
+
+        def pipelined() -> None:  # two batches in flight, as the stream runs them
+            previous = backend.submit_frames(chunk)
+            for _ in range(iters - 1):
+                ticket = backend.submit_frames(chunk)
+                backend.collect(previous)
+                previous = ticket
+            backend.collect(previous)
+        overlapped = timed(pipelined, 1) / iters
+        print(f"   batch {b:3d}: {rate(b, seconds)}  ({seconds * 1e3:.2f} ms per batch); "
+              f"two in flight {rate(b, overlapped)}", flush=True)
+
+
+def post_scaling(annotator, frames: list[np.ndarray], quick: bool) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastcell._parallel import host_threads, split_batch
+
+    print("\n3. post-processing + segmentation (CPU) on a pool, batch 32, 640x480")
+    batch = frames[:32]
+    heads, params = annotator.preprocess_infer(batch)
+    meta = [{"frame_index": i} for i in range(len(batch))]
+    one = None
+    counts = sorted({1, 2, 4, 8, 14, 16, host_threads()} & set(range(1, host_threads() + 1)))
+    for threads in counts:
+        pool = ThreadPoolExecutor(threads)
+        rounds = 4 if quick else 16
+
+        def run() -> None:
+            futures = []
+            for _ in range(rounds):
+                for lo, hi in split_batch(len(batch), threads):
+                    futures.append(pool.submit(annotator.postprocess, [h[lo:hi] for h in heads], params[lo:hi],
+                                               batch[lo:hi], meta[lo:hi]))
+            for f in futures:
+                f.result()
+        seconds = timed(run, 2) / rounds
+        pool.shutdown()
+        one = one or seconds
+        print(f"   {threads:2d} threads: {rate(len(batch), seconds)}  (x{one / seconds:.1f})", flush=True)
+
+
+def stream_end_to_end(annotator, frames: list[np.ndarray], batch: int) -> tuple[float, float, float]:
+    import fastcell
+
+    count = 0
     start = time.perf_counter()
-    for _ in range(iters):
-        backend.infer(data)
-    infer_rate = batch * iters / (time.perf_counter() - start)
-
-    worker = backend._worker()
-    worker.context.set_input_shape("images", (batch, 3, size, size))
-    worker.shape = batch
-    start = time.perf_counter()
-    for _ in range(iters):
-        worker.context.execute_async_v3(int(worker.stream))
-    worker.stream.synchronize()
-    return batch * iters / (time.perf_counter() - start), infer_rate
+    with fastcell.stream(frames, annotator, batch_size=batch, max_latency=0.002) as stream:
+        for _ in stream:
+            count += 1
+    seconds = time.perf_counter() - start
+    return count / seconds, stream.latency_p50 * 1e3, stream.latency_p99 * 1e3
 
 
-def end_to_end(core, backend, frames: np.ndarray, batch: int, iters: int) -> tuple[float, dict[str, float]]:
-    """End-to-end images/s from uint8 frames in host memory, and ms per batch of each stage alone."""
-    from fastcell import ops
-    from fastcell.runtime import _cuda
-
-    spec, size = backend.spec, backend.spec.input_size
-    worker = backend._worker()
-    n, height, width, _ = frames.shape
-    pinned = _cuda.PinnedArray((batch, height, width, 3), np.uint8)
-    device = _cuda.DeviceArray(pinned.nbytes)
-    t = spec.thresholds
-    post = dict(strides=[h.stride for h in spec.heads], anchors=[spec.head_anchors(h) for h in spec.heads],
-                num_classes=spec.num_classes, score_threshold=t.score, nms_iou=t.nms_iou, merge=t.merge,
-                gbciou=t.gbciou, merge_iou=t.merge_iou)
-    stages = {"upload+letterbox": 0.0, "engine": 0.0, "heads to host": 0.0, "postprocess": 0.0}
-
-    def step(i: int, timing: bool) -> None:
-        marks = [time.perf_counter()]
-        np.copyto(pinned.array, frames[(i * batch + np.arange(batch)) % n])
-        worker.stream.copy_to_device(device.ptr, pinned.ptr, pinned.nbytes)
-        params = core.cuda_letterbox_batch_device(device.ptr, batch, height, width, 3, width * 3, height * width * 3,
-                                                  size, float(spec.pad_value), worker.input_device.ptr,
-                                                  int(worker.stream))
-        if timing:
-            worker.stream.synchronize()
-            marks.append(time.perf_counter())
-        if worker.shape != batch:
-            worker.context.set_input_shape("images", (batch, 3, size, size))
-            worker.shape = batch
-        worker.context.execute_async_v3(int(worker.stream))
-        if timing:
-            worker.stream.synchronize()
-            marks.append(time.perf_counter())
-        for _, host, device_array, per_image in worker.outputs:
-            worker.stream.copy_to_host(host.ptr, device_array.ptr, batch * per_image)
-        worker.stream.synchronize()
-        marks.append(time.perf_counter())
-        ops.postprocess([host.array[:batch] for _, host, _, _ in worker.outputs], params, **post)
-        marks.append(time.perf_counter())
-        if timing:
-            for name, a, b in zip(stages, marks, marks[1:]):
-                stages[name] += (b - a) * 1000
-
-    for i in range(3):
-        step(i, False)
-    start = time.perf_counter()
-    for i in range(iters):
-        step(i, False)
-    rate = batch * iters / (time.perf_counter() - start)
-    for i in range(iters):
-        step(i, True)
-    device.free()
-    pinned.free()
-    return rate, {k: v / iters for k, v in stages.items()}
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--precisions", nargs="+", default=["fp16", "int8"], choices=["fp16", "int8", "fp32"])
-    parser.add_argument("--iters", type=int, default=200)
-    parser.add_argument("--frames", type=int, default=72, help="BCCD test frames cycled through (default all 72)")
-    args = parser.parse_args()
-
-    core, gpu = check_environment()
-    if not core.has_cuda():
-        fail("fastcell._core was built without the CUDA kernels (reinstall with a CUDA toolkit, FASTCELL_CUDA=ON)")
-    import tensorrt as trt
-
-    from fastcell.runtime.tensorrt_backend import TensorRTBackend
+def annotate_files(device: str, count: int, batch: int) -> float:
+    from fastcell._parallel import host_threads
+    from fastcell.cli import main
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = model_spec(args.model, Path(tmp))
-        frames, calibration = bccd_frames(args.frames)
-        print(f"GPU {gpu.name} (cc {gpu.compute_capability}), TensorRT {trt.__version__}, CUDA runtime "
-              f"{core.cuda_runtime_version()}, model {spec.name!r}, {len(frames)} BCCD frames 640x480, "
-              f"{time.strftime('%Y-%m-%d')}")
-        rows = []
-        for precision in args.precisions:
-            backend = TensorRTBackend(spec, precision, max_batch=max(args.batches), opt_batch=max(args.batches),
-                                      calibration_images=calibration if precision == "int8" else ())
-            for batch in args.batches:
-                engine_rate, infer_rate = model_only(backend, batch, args.iters)
-                e2e_rate, stages = end_to_end(core, backend, frames, batch, max(10, args.iters // 4))
-                rows.append((precision, batch, engine_rate, infer_rate, e2e_rate, stages))
-            backend.close()
+        src = Path(tmp) / "src"
+        src.mkdir()
+        samples = sorted(SAMPLES.glob("*.jpg"))
+        for i in range(count):
+            shutil.copyfile(samples[i % len(samples)], src / f"frame_{i:05d}.jpg")
+        workers = str(max(2, host_threads() // 2))
+        start = time.perf_counter()
+        code = main(["annotate", str(src), "--out", str(Path(tmp) / "out"), "--device", device, "-q",
+                     "--batch", str(batch), "--workers", workers])
+        seconds = time.perf_counter() - start
+        if code != 0:
+            print(f"   annotate exited with {code}")
+    return count / seconds
 
-    print(f"\n{'precision':>9} {'batch':>5} | {'engine img/s':>12} {'infer() img/s':>13} | {'end-to-end img/s':>16} | "
-          "ms per batch: upload+letterbox / engine / heads to host / postprocess")
-    for precision, batch, engine_rate, infer_rate, e2e_rate, stages in rows:
-        print(f"{precision:>9} {batch:>5} | {engine_rate:12,.0f} {infer_rate:13,.0f} | {e2e_rate:16,.0f} | "
-              + " / ".join(f"{v:.3f}" for v in stages.values()))
-    best = {(p, b): (e, x) for p, b, e, _, x, _ in rows}
-    if ("fp16", 32) in best:
-        engine_rate, e2e_rate = best[("fp16", 32)]
-        print(f"\ntargets (one H100): model-only fp16 batch 32 {engine_rate:,.0f} img/s vs >= {TARGET_MODEL_ONLY:,} "
-              f"({'met' if engine_rate >= TARGET_MODEL_ONLY else 'NOT met'}); end-to-end {e2e_rate:,.0f} img/s vs "
-              f">= {TARGET_END_TO_END:,} ({'met' if e2e_rate >= TARGET_END_TO_END else 'NOT met'})")
-    return 0
+
+def stages(annotator, frames: list[np.ndarray], iters: int) -> None:
+    from fastcell import ops
+
+    print("\n6. each stage alone, ms per batch of 32")
+    batch = frames[:32]
+    backend = annotator.backend
+    size, pad = annotator.spec.input_size, annotator.spec.pad_value
+    letterboxed, params = ops.letterbox_batch(batch, size=size, pad_value=pad)
+    heads = backend.infer(letterboxed)
+    rows = [("CPU letterbox (one thread)", lambda: ops.letterbox_batch(batch, size=size, pad_value=pad)),
+            ("infer() from a float32 host batch", lambda: backend.infer(letterboxed))]
+    if hasattr(backend, "infer_frames") and backend.can_take_frames(batch):
+        rows.append(("infer_frames(): upload + device letterbox + graph + download", lambda: backend.infer_frames(batch)))
+    rows.append(("post-processing + segmentation (one thread)", lambda: annotator.postprocess(heads, params, batch)))
+    for name, fn in rows:
+        print(f"   {name:62s} {timed(fn, iters) * 1e3:8.2f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", help="backend (default: %(default)s)")
+    parser.add_argument("--precision", default=None, help="backend precision (default: the backend's)")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--quick", action="store_true", help="short run (about a minute)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network first (minutes)")
+    args = parser.parse_args()
+
+    import fastcell
+    from fastcell._parallel import default_post_workers, host_threads
+    from fastcell.annotator import Annotator
+
+    options = {"compile": True} if args.compile else {}
+    try:
+        annotator = Annotator.from_model(args.model, args.device, args.precision, max_batch=32, **options)
+    except (ImportError, RuntimeError) as err:
+        fail(f"cannot open the {args.device} backend: {err}")
+    backend = annotator.backend
+    print(f"fastcell {fastcell.__version__}: {backend!r}; host threads {host_threads()}, "
+          f"post workers {default_post_workers()}")
+    if backend.name == "cuda":
+        torch = backend._torch
+        print(f"   GPU {torch.cuda.get_device_name(backend._device)}, torch {torch.__version__}, "
+              f"CUDA {torch.version.cuda}")
+    iters = 10 if args.quick else 100
+    n_stream = 512 if args.quick else 4096
+    frames = sample_frames(max(n_stream, 32))
+    gpu = backend.name in ("cuda", "tensorrt")
+    batches = [1, 8, 32] if gpu else [1, 8]
+
+    model_only(backend, batches, iters)
+    gpu_stage(backend, frames, [b for b in batches if b > 1], iters)
+    post_scaling(annotator, frames, args.quick)
+
+    print("\n4. fastcell.stream end to end from decoded 640x480 frames, with segmentation")
+    for b in (32, 8):
+        n = n_stream if gpu else 64
+        fps, p50, p99 = stream_end_to_end(annotator, frames[:n], b)
+        target = f"target {TARGETS['stream']:,}" if b == 32 else f"target p99 <= {TARGETS['p99_b8_ms']} ms"
+        print(f"   batch {b:2d}: {fps:10,.0f} images/s  latency p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  ({target})",
+              flush=True)
+
+    print("\n5. fastcell annotate of JPEG files, default writers (incl. model load)")
+    n_files = (256 if args.quick else 2048) if gpu else 32
+    print(f"   {n_files} files: {annotate_files(args.device, n_files, 32):10,.0f} images/s "
+          f"(target {TARGETS['annotate']:,})", flush=True)
+
+    stages(annotator, frames, iters)
+    annotator.close()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

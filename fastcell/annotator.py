@@ -192,6 +192,39 @@ class Annotator:
         parts = [self.backend.infer(batch[i:i + self.max_batch]) for i in range(0, batch.shape[0], self.max_batch)]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
+    def preprocess_infer(self, frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """:meth:`preprocess` then :meth:`infer` — on the GPU in one go where the backend can.
+
+        A backend with ``infer_frames`` (the cuda backend) uploads the frames once and letterboxes
+        them on the device into its input (the same batch as the CPU's, bit for bit); frames it
+        cannot take there (mixed sizes, uint16) take the CPU letterbox.
+
+        Returns
+        -------
+        heads : list of ndarray of float32
+            As :meth:`infer`.
+        params : (N, 5) ndarray of float32
+            The letterbox parameters (the caller's to keep).
+        """
+        on_device = getattr(self.backend, "infer_frames", None)
+        if on_device is not None:
+            done = on_device(frames, self.spec.pad_value)
+            if done is not None:
+                return done
+        batch, params = self.preprocess(frames)
+        return self.infer(batch), params
+
+    def submit(self, frames: Sequence[np.ndarray]) -> Any:
+        """Start :meth:`preprocess_infer` on a backend that pipelines (``submit_frames``: the cuda
+        backend), returning at once: a ticket for :meth:`collect`, or ``None`` — the backend cannot
+        take these frames this way or has two batches in flight; call :meth:`preprocess_infer`."""
+        submit = getattr(self.backend, "submit_frames", None)
+        return None if submit is None else submit(frames, self.spec.pad_value)
+
+    def collect(self, ticket: Any) -> tuple[list[np.ndarray], np.ndarray]:
+        """Wait for a batch from :meth:`submit`: ``(heads, params)`` as :meth:`preprocess_infer`."""
+        return self.backend.collect(ticket)
+
     def postprocess(self, heads: Sequence[np.ndarray], params: np.ndarray, frames: Sequence[np.ndarray],
                     meta: Sequence[dict[str, Any]] | None = None) -> list[Result]:
         """Decode, merge and segment: one Result per frame."""
@@ -225,8 +258,7 @@ class Annotator:
         results: list[Result] = []
         for lo in range(0, len(checked), self.max_batch):
             chunk = checked[lo:lo + self.max_batch]
-            batch, params = self.preprocess(chunk)
-            heads = self.infer(batch)
+            heads, params = self.preprocess_infer(chunk)
             meta = [{"frame_index": lo + i, "timestamp": start} for i in range(len(chunk))]
             results.extend(self.rescale_pass(self.postprocess(heads, params, chunk, meta), chunk))
         done = time.monotonic()

@@ -4,7 +4,13 @@ Three threads overlap the work, joined by bounded queues so memory stays flat ho
 stream runs::
 
     capture ──q_in──▶ preprocess + inference (batched) ──q_post──▶ post-processing ──q_out──▶ you
+                                                                   (a pool of threads)
 
+* Post-processing runs on ``post_workers`` threads (default: the host's cores less the two other
+  stages; see :func:`fastcell._parallel.default_post_workers`), each batch cut into one chunk per
+  thread; the compiled code releases the GIL, so it scales with cores. Results still come out in
+  frame order. On a GPU backend with ``infer_frames`` (the cuda backend), the inference thread
+  hands it the frames and the letterbox runs on the device.
 * Batching: the inference thread takes up to ``batch_size`` frames, waiting at most
   ``max_latency`` seconds after the first one for the batch to fill.
 * Live sources (cameras, URLs, callables) drop their *oldest* waiting frame when the pipeline is
@@ -37,11 +43,13 @@ import queue
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from fastcell._parallel import default_post_workers, submit_batch
 from fastcell.annotator import Annotator
 from fastcell.io.sources import STALL_TIMEOUT, ImageFiles, Source, open_source
 from fastcell.preprocess import check_frame
@@ -54,6 +62,7 @@ log = logging.getLogger("fastcell")
 _POLL = 0.05  # seconds between checks of the stop flags while waiting on a queue
 _SOURCE_GRACE = 0.5  # seconds close() waits for a capture thread that may be stuck in the source
 _FPS_WINDOW = 256  # results over which Stream.fps is measured
+_POST_POLL = 0.001  # seconds the post thread waits for a new batch while chunks are in flight
 
 
 class StreamError(RuntimeError):
@@ -62,6 +71,13 @@ class StreamError(RuntimeError):
 
 class StreamStalled(TimeoutError):
     """The source delivered no frame within ``stall_timeout`` seconds (``on_stall="raise"``)."""
+
+
+class _Nothing:
+    """No new batch arrived (the post thread then delivers what is ready)."""
+
+
+_NOTHING = _Nothing()
 
 
 class _End:
@@ -87,12 +103,13 @@ class Stream:
     results), ``dropped`` (live frames discarded), ``count`` (results delivered), ``failed``
     (unreadable files as ``(path, reason)``), ``stalled`` (whether the source stalled),
     ``stall_timeout`` (the limit in force, seconds or None, once ``"auto"`` is resolved),
-    ``annotator`` (the stream's own Annotator: a sibling of one the caller passed).
+    ``annotator`` (the stream's own Annotator: a sibling of one the caller passed),
+    ``post_workers`` (post-processing threads).
     """
 
     def __init__(self, source: Source, annotator: Annotator, *, batch_size: int, max_latency: float,
                  drop: bool, queue_size: int, stall_timeout: float | None, on_stall: str,
-                 own_annotator: bool, window: int = 10_000) -> None:
+                 own_annotator: bool, window: int = 10_000, post_workers: int | None = None) -> None:
         if on_stall not in ("end", "raise"):
             raise ValueError(f"on_stall must be 'end' or 'raise', got {on_stall!r}")
         self.source = source
@@ -103,6 +120,7 @@ class Stream:
         self.stall_timeout = stall_timeout
         self.on_stall = on_stall
         self._own_annotator = own_annotator
+        self.post_workers = default_post_workers() if post_workers is None else max(1, int(post_workers))
         self._check_frames = not isinstance(source, ImageFiles)  # files are checked on read
         self._q_in: queue.Queue = queue.Queue(max(1, int(queue_size)))
         self._q_post: queue.Queue = queue.Queue(2)
@@ -273,9 +291,15 @@ class Stream:
             self._on_infer_end()
 
     def _infer(self) -> None:
+        pending: tuple[Any, list, list] | None = None  # a batch in flight on a pipelining GPU backend
         try:
             ended: Any = None
             while ended is None:
+                if pending is not None and self._q_in.empty():
+                    # nothing to stage meanwhile: hand the batch in flight on now (latency first)
+                    batch_in_flight, pending = pending, None
+                    if not self._hand_on(batch_in_flight):
+                        return
                 first = self._get(self._q_in, _INFER)
                 if first is None:
                     return
@@ -294,14 +318,38 @@ class Stream:
                         ended = item
                         break
                     batch.append(item)
-                frames = [f for f, _ in batch]
-                tensor, params = self.annotator.preprocess(frames)
-                heads = self.annotator.infer(tensor)
-                if not self._put(self._q_post, (frames, [m for _, m in batch], heads, params.copy()), _INFER):
+                frames, meta = [f for f, _ in batch], [m for _, m in batch]
+                # A GPU backend that pipelines runs this batch while the previous one is handed on.
+                ticket = self.annotator.submit(frames)
+                if pending is not None:
+                    batch_in_flight, pending = pending, None
+                    if not self._hand_on(batch_in_flight):
+                        return
+                if ticket is not None:
+                    pending = (ticket, frames, meta)
+                    continue
+                heads, params = self.annotator.preprocess_infer(frames)
+                if not self._put(self._q_post, (frames, meta, heads, params.copy()), _INFER):
+                    return
+            if pending is not None:
+                batch_in_flight, pending = pending, None
+                if not self._hand_on(batch_in_flight):
                     return
             self._put(self._q_post, ended, _INFER)
         except BaseException as err:  # noqa: BLE001
             self._fail(_INFER, "inference", err, self._q_post)
+        finally:
+            if pending is not None:  # stopped early: free the backend's slot
+                try:
+                    self.annotator.collect(pending[0])
+                except Exception:  # noqa: BLE001 - the stream is ending; its outcome is decided
+                    pass
+
+    def _hand_on(self, pending: tuple[Any, list, list]) -> bool:
+        """Wait for a submitted batch and queue it for post-processing; False when told to stop."""
+        ticket, frames, meta = pending
+        heads, params = self.annotator.collect(ticket)
+        return self._put(self._q_post, (frames, meta, heads, params.copy()), _INFER)
 
     def _on_infer_end(self) -> None:
         """The inference thread is done with the Annotator: free what the stream holds of it.
@@ -325,21 +373,54 @@ class Stream:
         self.annotator.close()
 
     def _run_post(self) -> None:
+        """Hand batches to the pool in chunks and deliver the chunks' Results in frame order.
+
+        Up to ``2 · post_workers`` chunks are in flight; while some are, new batches are taken as
+        they come (polled every millisecond) and the oldest chunk is delivered once it is done.
+        """
+        workers = self.post_workers
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="fastcell-post") if workers > 1 else None
+        pending: deque[Future] = deque()  # chunks in frame order
+        limit = 2 * workers
         try:
             while True:
-                item = self._get(self._q_post, _POST)
-                if item is None:
+                item: Any = _NOTHING
+                if not pending:
+                    item = self._get(self._q_post, _POST)
+                    if item is None:
+                        return
+                elif len(pending) < limit:
+                    try:
+                        item = self._q_post.get(timeout=_POST_POLL)
+                    except queue.Empty:
+                        pass
+                if self._halted(_POST):
                     return
                 if isinstance(item, (_End, _Failure)):
+                    while pending:
+                        if not self._deliver(pending.popleft()):
+                            return
                     self._put(self._q_out, item, _POST)
                     return
-                frames, meta, heads, params = item
-                for result in self.annotator.postprocess(heads, params, frames, meta):
-                    result.latency = time.monotonic() - result.timestamp
-                    if not self._put(self._q_out, result, _POST):
+                if item is not _NOTHING:
+                    frames, meta, heads, params = item
+                    pending.extend(submit_batch(pool, workers, self.annotator.postprocess, heads, params, frames, meta))
+                elif pending[0].done() or len(pending) >= limit:
+                    if not self._deliver(pending.popleft()):
                         return
         except BaseException as err:  # noqa: BLE001
             self._fail(_POST, "post-processing", err, self._q_out)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _deliver(self, chunk: Future) -> bool:
+        """Queue one chunk's Results (waiting for it); False when the stage must stop."""
+        for result in chunk.result():
+            result.latency = time.monotonic() - result.timestamp
+            if not self._put(self._q_out, result, _POST):
+                return False
+        return True
 
     # -- consumer ----------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Result]:
@@ -437,7 +518,8 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
            drop: bool | None = None, live: bool | None = None, queue_size: int | None = None,
            keep_image: bool | None = None, segment: bool | None = None,
            stall_timeout: float | str | None = "auto", on_stall: str = "end", reconnect: int = 0,
-           workers: int = 2, throughput: bool = False, **overrides: Any) -> Stream:
+           workers: int = 2, throughput: bool = False, post_workers: int | None = None,
+           **overrides: Any) -> Stream:
     """Annotate frames from ``source`` in background threads; iterate the Results in frame order.
 
     Parameters
@@ -487,6 +569,9 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
         out: see :class:`~fastcell.io.sources.VideoCapture`).
     workers : int
         Image-file decoding threads.
+    post_workers : int, optional
+        Post-processing threads (default: the host's cores less two, at least 1, at most 32; with
+        1 it runs in the stream's post-processing thread itself).
     **overrides
         Post-processing settings (``score_threshold``, ``merge``, ``hsv_low`` ...; see
         :class:`~fastcell.annotator.Annotator`).
@@ -530,7 +615,7 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
     return Stream(src, annotator, batch_size=batch_size, max_latency=max_latency, drop=drop,
                   queue_size=queue_size or max(2, 2 * batch_size),
                   stall_timeout=_resolve_stall_timeout(stall_timeout, src), on_stall=on_stall,
-                  own_annotator=own)
+                  own_annotator=own, post_workers=post_workers)
 
 
 def _check_stall_timeout(value: Any) -> None:

@@ -27,6 +27,16 @@ def voc_objects(xml_path: Path) -> tuple[np.ndarray, list[str]]:
     return np.asarray(boxes, np.float32).reshape(-1, 4), [o.find("name").text for o in objects]
 
 
+@pytest.fixture(autouse=True)
+def _cpu_path_unless_marked_gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests not marked ``gpu`` see no GPU, so that ``device="auto"`` takes the CPU backends they
+    are written for even on a GPU machine (where it would pick the torch-CUDA backend)."""
+    if request.node.get_closest_marker("gpu") is None:
+        import fastcell.runtime
+
+        monkeypatch.setattr(fastcell.runtime, "gpu_count", lambda: 0)
+
+
 def _need(path: Path, what: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{what} not found at {path} (set FASTCELL_DATA to the folder holding it)")

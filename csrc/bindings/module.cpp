@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
   fastcell::bindings::register_boxes(m);
   fastcell::bindings::register_image(m);
   fastcell::bindings::register_cuda(m);
+  fastcell::bindings::register_cuda_device(m);
 }

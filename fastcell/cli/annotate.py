@@ -38,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", "-o", required=True, type=Path, help="output folder (created; resumable)")
     parser.add_argument("--model", default="default", help="model name or path to model.json (default: %(default)s)")
     parser.add_argument("--device", default="auto",
-                        help="auto, cpu, openvino, onnxruntime, tensorrt or torch (default: %(default)s)")
+                        help="auto, cpu, gpu, cuda (torch on a GPU), tensorrt, openvino, onnxruntime or torch "
+                             "(default: %(default)s)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default=None,
-                        help="backend arithmetic; fp16 is TensorRT's (default: the backend's own)")
+                        help="backend arithmetic; fp16 is the GPU backends' (default: the backend's own)")
     parser.add_argument("--write", "-w", default=",".join(DEFAULT_FORMATS), type=_formats,
                         help=f"comma-separated outputs from {','.join(FORMATS)}, or 'all' (default: %(default)s)")
     parser.add_argument("--score", type=float, default=None, help="score threshold (default: the model's)")
@@ -61,7 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recursive", "-r", action="store_true", help="include images in sub-folders of SRC")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an output folder that holds a run with other settings")
-    parser.add_argument("--workers", type=int, default=2, help="decoding and writing threads each (default: %(default)s)")
+    from fastcell._parallel import host_threads
+
+    # decoding and writing are compiled code that releases the GIL: they scale with the host's cores
+    parser.add_argument("--workers", type=int, default=max(2, host_threads()),
+                        help="decoding and writing threads each (default: the host's cores, at least 2: %(default)s)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
 
 

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="camera index (0), video file, rtsp:// or http:// URL, folder or glob")
     parser.add_argument("--model", default="default", help="model name or path to model.json (default: %(default)s)")
     parser.add_argument("--device", default="auto",
-                        help="auto, cpu, openvino, onnxruntime, tensorrt or torch (default: %(default)s)")
+                        help="auto, cpu, gpu, cuda (torch on a GPU), tensorrt, openvino, onnxruntime or torch "
+                             "(default: %(default)s)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default=None,
                         help="backend arithmetic; fp16 is TensorRT's (default: the backend's own default)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
