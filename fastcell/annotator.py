@@ -155,6 +155,11 @@ class Annotator:
             cell_sizes = [self.spec.cell_size] * len(frames)
         return self._pre(frames, cell_sizes, self.spec.train_cell_size)
 
+    def postprocess_rescaled(self, heads: Sequence[np.ndarray], params: np.ndarray, frames: Sequence[np.ndarray],
+                             meta: Sequence[dict[str, Any]] | None = None) -> list[Result]:
+        """:meth:`postprocess`, then :meth:`rescale_pass` (the stream's post-processing stage)."""
+        return self.rescale_pass(self.postprocess(heads, params, frames, meta), frames)
+
     def rescale_pass(self, results: list[Result], frames: Sequence[np.ndarray]) -> list[Result]:
         """``cell_size="auto"``: run again, at their own cells' scale, the frames whose cells came
         out far larger than the training scale or not at all (see :mod:`fastcell.scale`).
@@ -174,7 +179,10 @@ class Annotator:
             return results
         order = sorted(redo)
         chunk = [frames[i] for i in order]
-        batch, params = self.preprocess(chunk, [redo[i] for i in order])
+        # a buffer of its own: the stream calls this from its post-processing threads while its
+        # inference thread fills the Annotator's buffer
+        pre = Preprocessor(self.spec.input_size, self.spec.pad_value, len(chunk))
+        batch, params = pre(chunk, [redo[i] for i in order], self.spec.train_cell_size)
         heads = self.infer(batch)
         meta = [{"frame_index": results[i].frame_index, "timestamp": results[i].timestamp,
                  "source": results[i].source} for i in order]

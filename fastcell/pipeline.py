@@ -404,7 +404,8 @@ class Stream:
                     return
                 if item is not _NOTHING:
                     frames, meta, heads, params = item
-                    pending.extend(submit_batch(pool, workers, self.annotator.postprocess, heads, params, frames, meta))
+                    pending.extend(submit_batch(pool, workers, self.annotator.postprocess_rescaled, heads, params,
+                                                frames, meta))
                 elif pending[0].done() or len(pending) >= limit:
                     if not self._deliver(pending.popleft()):
                         return
@@ -573,8 +574,9 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
         Post-processing threads (default: the host's cores less two, at least 1, at most 32; with
         1 it runs in the stream's post-processing thread itself).
     **overrides
-        Post-processing settings (``score_threshold``, ``merge``, ``hsv_low`` ...; see
-        :class:`~fastcell.annotator.Annotator`).
+        Post-processing settings (``score_threshold``, ``merge``, ``hsv_low`` ...) and
+        ``cell_size`` (a number of pixels, ``"auto"`` or None; see :mod:`fastcell.scale`), as
+        :class:`~fastcell.annotator.Annotator` takes them.
 
     Returns
     -------

@@ -46,7 +46,7 @@ def sample_batch() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_onnx_weights_give_onnxruntime_heads_in_fp32(shipped, sample_batch) -> None:
-    from fastcell.runtime.onnx_weights import attentionnet_from_onnx
+    from fastcell.model.onnx_weights import attentionnet_from_onnx
     from fastcell.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
     batch, params = sample_batch
@@ -83,7 +83,7 @@ def _onnx_with(tmp_path: Path, op: str, **attrs) -> Path:
 
 
 def test_a_foreign_graph_is_refused_saying_what_differs(tmp_path: Path, shipped) -> None:
-    from fastcell.runtime.onnx_weights import attentionnet_from_onnx, onnx_tensors
+    from fastcell.model.onnx_weights import attentionnet_from_onnx, onnx_tensors
 
     with pytest.raises(ValueError, match="op 'Sigmoid'.*not part of a folded AttentionNet"):
         onnx_tensors(_onnx_with(tmp_path, "Sigmoid"))

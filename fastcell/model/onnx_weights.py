@@ -1,81 +1,160 @@
-"""AttentionNet weights from a shipped ``model.onnx`` (BatchNorm folded, weights maybe float16).
+"""AttentionNet from a shipped ``model.onnx``: to run it with torch (the cuda backend) or to
+fine-tune it on new data (``fastcell train --init``).
 
-The exported graph is Conv (+bias) → LeakyReLU per row of Table 1, its convolutions in the order
-of :data:`~fastcell.model.attentionnet.LAYERS` (export traces ``forward``, which walks the table).
-Loading them back gives a torch model that computes what the ONNX model computes — to fine-tune
-a shipped model on new data, or to run it with torch.
+fastcell's exporter folds every BatchNorm into its convolution (:func:`fastcell.model.fold_batchnorm`),
+so the ONNX graph is Conv (+ bias) → LeakyReLU(0.1), MaxPool, Slice, Resize and Concat only, and
+each Conv reads its weight and bias from initializers named after the folded network's own
+parameters (``layers.0.conv.weight`` ...; weights may be stored as float16 behind a Cast). Reading
+those initializers into the folded network gives the very model ONNX Runtime runs, so neither
+path needs a training checkpoint. Anything else in the graph — another op, another LeakyReLU
+slope, a missing or extra weight, a shape that does not fit — is refused with a ValueError that
+says what differs: the torch network would otherwise compute something other than the ONNX file.
+
+Needs ``torch`` and ``onnx`` (the ``cuda`` or ``train`` extra); never imported by the CPU inference
+path.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from fastcell.model.attentionnet import AttentionNet, ConvBN
+from fastcell.spec import ModelSpec
 
-__all__ = ["onnx_conv_weights", "load_onnx_weights", "calibrate_batchnorm"]
+__all__ = ["onnx_tensors", "attentionnet_from_onnx", "load_onnx_weights", "calibrate_batchnorm"]
+
+#: the ops a folded AttentionNet exports to; anything else means another network
+_OPS = {"Conv", "LeakyRelu", "MaxPool", "Slice", "Resize", "Concat", "Constant", "Cast", "Identity"}
+_SLOPE = 0.1
 
 
-def onnx_conv_weights(path: str | Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """``(weight, bias)`` of every Conv node of an ONNX model in graph order, as float32.
+def onnx_tensors(path: str | Path) -> dict[str, np.ndarray]:
+    """Every Conv weight and bias of a fastcell ONNX model, by name, as float32 arrays.
 
-    Initializers stored as float16 behind a ``Cast`` (fastcell's export) are followed to their data.
+    Parameters
+    ----------
+    path : path
+        The ``model.onnx`` file.
+
+    Returns
+    -------
+    dict of str to ndarray of float32
+        ``{"layers.0.conv.weight": (16, 3, 3, 3) array, ...}``: the Conv inputs 1 and 2, with a
+        Cast from a float16 initializer resolved.
+
+    Raises
+    ------
+    ValueError
+        When the graph holds an op a folded AttentionNet does not export to, a LeakyReLU whose
+        slope is not 0.1, or a Conv whose weight is not a constant.
     """
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(path)).graph
-    tensors = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:  # Cast(fp16 initializer) → float32 name
-        if node.op_type == "Cast" and node.input[0] in tensors:
-            tensors[node.output[0]] = tensors[node.input[0]]
-    convs = []
+    model = onnx.load(str(path))
+    graph = model.graph
+    values: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    wanted: dict[str, np.ndarray] = {}
     for node in graph.node:
-        if node.op_type != "Conv":
-            continue
-        weight = tensors.get(node.input[1])
-        if weight is None:
-            raise ValueError(f"{path}: Conv {node.name!r} has a weight that is not a constant")
-        bias = tensors.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        convs.append((weight.astype(np.float32), None if bias is None else bias.astype(np.float32)))
-    return convs
+        if node.op_type not in _OPS:
+            raise ValueError(f"{path}: op {node.op_type!r} ({node.name or node.output[0]}) is not part of a "
+                             f"folded AttentionNet (expected only {sorted(_OPS)}); export it with fastcell export")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Cast" and node.input[0] in values:  # a float16-stored weight
+            values[node.output[0]] = values[node.input[0]].astype(np.float32)
+        elif node.op_type == "Constant" and "value" in attrs:
+            values[node.output[0]] = numpy_helper.to_array(attrs["value"])
+        elif node.op_type == "LeakyRelu" and abs(float(attrs.get("alpha", 0.01)) - _SLOPE) > 1e-6:
+            raise ValueError(f"{path}: LeakyRelu {node.output[0]} has slope {attrs.get('alpha', 0.01)}, "
+                             f"AttentionNet uses {_SLOPE}")
+        elif node.op_type == "Conv":
+            for name in node.input[1:3]:
+                if name not in values:
+                    raise ValueError(f"{path}: Conv {node.output[0]} reads {name!r}, which is not a constant "
+                                     "(expected the weights as initializers)")
+                wanted[name] = np.array(values[name], np.float32, order="C", copy=True)  # writable, for torch
+            if len(node.input) < 3 or not node.input[2]:
+                raise ValueError(f"{path}: Conv {node.output[0]} has no bias; a folded AttentionNet's have one")
+    return wanted
 
 
-def load_onnx_weights(model: AttentionNet, path: str | Path) -> AttentionNet:
-    """Copy the folded weights of ``path`` into ``model`` (in place) and return it.
+def attentionnet_from_onnx(spec: ModelSpec, path: str | Path | None = None) -> Any:
+    """The folded AttentionNet (fp32, CPU, eval mode) carrying ``model.onnx``'s weights.
 
-    Each ConvBN gets the folded kernel, and its BatchNorm is set to the identity plus the folded
-    bias (running mean 0, variance 1 − eps, scale 1): in eval mode the model then computes
-    exactly the ONNX graph; in training the BatchNorm learns from there on.
+    Parameters
+    ----------
+    spec : ModelSpec
+        Classes and input size of the model.
+    path : path, optional
+        The ONNX file; default ``spec.model_path``.
+
+    Returns
+    -------
+    fastcell.model.AttentionNet
+        BatchNorms folded (Identity), every Conv with a bias, outputs ``(p5, p4)``.
+
+    Raises
+    ------
+    ValueError
+        When the file's weights are not exactly the folded network's (names listed, or the first
+        shape that differs).
     """
-    convs = onnx_conv_weights(path)
-    targets = [m for m in model.layers if isinstance(m, (ConvBN, nn.Conv2d))]
-    if len(convs) != len(targets):
-        raise ValueError(f"{path} has {len(convs)} convolutions, AttentionNet has {len(targets)}")
+    import torch
+
+    from fastcell.model import AttentionNet, fold_batchnorm
+
+    path = Path(path) if path is not None else spec.model_path
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX model at {path}")
+    tensors = onnx_tensors(path)
+    model = fold_batchnorm(AttentionNet(spec.num_classes, spec.input_size))
+    expected = model.state_dict()
+    missing_keys = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing_keys or extra:
+        raise ValueError(f"{path} does not hold a folded AttentionNet with {spec.num_classes} classes: "
+                         f"missing {missing_keys[:4]}{' ...' if len(missing_keys) > 4 else ''}, "
+                         f"unexpected {extra[:4]}{' ...' if len(extra) > 4 else ''}")
+    for name, value in expected.items():
+        if tuple(value.shape) != tensors[name].shape:
+            raise ValueError(f"{path}: {name} is {tensors[name].shape}, the network with "
+                             f"{spec.num_classes} classes needs {tuple(value.shape)}")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
+    return model.eval()
+
+
+def load_onnx_weights(model: Any, path: str | Path) -> Any:
+    """Copy ``path``'s folded weights into an (unfolded) AttentionNet ``model``, in place, for training.
+
+    Each ConvBN gets the folded kernel and its BatchNorm the identity plus the folded bias (running
+    mean 0, variance 1 − eps, scale 1): in eval mode the model computes exactly the ONNX graph.
+    Before training, :func:`calibrate_batchnorm` makes the training-mode BatchNorms agree too.
+    """
+    import torch
+
+    from fastcell.model.attentionnet import ConvBN
+
+    spec = ModelSpec(classes=tuple(str(i) for i in range(model.num_classes)), anchors=np.zeros((6, 2), np.float32),
+                     input_size=model.input_size)
+    folded = attentionnet_from_onnx(spec, path).state_dict()
     with torch.no_grad():
-        for (weight, bias), module in zip(convs, targets):
-            conv = module.conv if isinstance(module, ConvBN) else module
-            if tuple(conv.weight.shape) != weight.shape:
-                raise ValueError(f"{path}: a convolution of shape {weight.shape} where AttentionNet has "
-                                 f"{tuple(conv.weight.shape)} (another class count or network?)")
-            conv.weight.copy_(torch.from_numpy(weight))
-            b = torch.from_numpy(bias) if bias is not None else torch.zeros(weight.shape[0])
+        for index, module in enumerate(model.layers):
             if isinstance(module, ConvBN):
+                module.conv.weight.copy_(folded[f"layers.{index}.conv.weight"])
                 bn = module.bn
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0 - bn.eps)  # (x − 0) / sqrt(var + eps) = x
                 bn.weight.fill_(1.0)
-                bn.bias.copy_(b)
-            else:
-                conv.bias.copy_(b)
+                bn.bias.copy_(folded[f"layers.{index}.conv.bias"])
+            elif isinstance(module, torch.nn.Conv2d):  # a head
+                module.weight.copy_(folded[f"layers.{index}.weight"])
+                module.bias.copy_(folded[f"layers.{index}.bias"])
     return model
 
 
-@torch.no_grad()
-def calibrate_batchnorm(model: AttentionNet, batches) -> AttentionNet:
+def calibrate_batchnorm(model: Any, batches) -> Any:
     """Re-parametrise the BatchNorms of a model loaded by :func:`load_onnx_weights` for training.
 
     After loading, a BatchNorm in *training* mode would normalise with the batch's statistics and
@@ -83,8 +162,14 @@ def calibrate_batchnorm(model: AttentionNet, batches) -> AttentionNet:
     σ² over ``batches`` (float tensors ``(N, 3, S, S)`` in [0, 1]) and setting running mean μ,
     running variance σ², scale √(σ² + eps) and shift μ + bias keeps the computed function the same
     in eval mode exactly and in training mode up to the batch's deviation from μ, σ.
+
+    Call it right after :func:`load_onnx_weights` (it measures the function that left behind).
     """
-    stats: dict[nn.Module, list[torch.Tensor]] = {}
+    import torch
+
+    from fastcell.model.attentionnet import ConvBN
+
+    stats: dict[Any, list[Any]] = {}
 
     def hook(module, inputs, output):
         y = output.float()
@@ -95,12 +180,21 @@ def calibrate_batchnorm(model: AttentionNet, batches) -> AttentionNet:
     training = model.training
     model.eval()
     try:
-        for x in batches:
-            model(x)
+        with torch.no_grad():
+            for x in batches:
+                model(x)
     finally:
         for h in handles:
             h.remove()
         model.train(training)
+    with torch.no_grad():
+        _reparametrise(convbns, stats)
+    return model
+
+
+def _reparametrise(convbns: list, stats: dict) -> None:
+    import torch
+
     for module in convbns:
         mean, square = torch.stack(stats[module.conv]).mean(0)
         var = (square - mean * mean).clamp(min=0)
@@ -110,4 +204,3 @@ def calibrate_batchnorm(model: AttentionNet, batches) -> AttentionNet:
         bn.running_var.copy_(var)
         bn.weight.copy_(torch.sqrt(var + bn.eps))
         bn.bias.copy_(mean + bias)
-    return model

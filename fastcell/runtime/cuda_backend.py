@@ -107,7 +107,8 @@ class CudaBackend:
         reason = cuda_unavailable_reason(torch, int(device))
         if reason is not None:
             raise RuntimeError(f"the cuda backend cannot run: {reason}")
-        from fastcell.runtime.onnx_weights import attentionnet_from_onnx
+        require("onnx", "cuda", "reading model.onnx's weights")
+        from fastcell.model.onnx_weights import attentionnet_from_onnx
 
         self.spec = spec
         self.precision = precision

@@ -486,21 +486,23 @@ class Trainer:
             msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
             print(msg + (" *best*" if is_best else ""), flush=True)
             self._fit_budget(epoch + 1)
-            end = min(end, cfg.epochs)
+            end = cfg.epochs if stop_after is None else min(cfg.epochs, end)
             epoch += 1
         return {"best_mAP50": self.best_map, "out": str(self.out)}
 
     def _fit_budget(self, done: int) -> None:
-        """With a time budget, shrink the epoch count (once, after two epochs) so the run ends in
-        it: the cosine schedule then anneals to its floor in time instead of being cut off."""
+        """With a time budget, fit the epoch count to it after every epoch from the second on, at
+        the pace of the last two epochs: the cosine schedule then anneals to its floor in time
+        instead of being cut off, and follows a machine whose speed changes (a shared one)."""
         cfg = self.cfg
-        if cfg.time_budget <= 0 or done != 2 or len(self.history) < 2:
+        if cfg.time_budget <= 0 or done < 2 or len(self.history) < 2:
             return
         per_epoch = float(np.mean([row["seconds"] for row in self.history[-2:]]))
-        fits = max(done + 1, int(cfg.time_budget / max(per_epoch, 1e-6)))
-        if fits < cfg.epochs:
-            print(f"time budget {cfg.time_budget:.0f} s at {per_epoch:.1f} s/epoch: {fits} epochs instead of "
-                  f"{cfg.epochs}", flush=True)
+        left = cfg.time_budget - sum(row["seconds"] for row in self.history)
+        fits = max(done + 1, done + int(left / max(per_epoch, 1e-6)))
+        if fits != cfg.epochs:
+            print(f"time budget: {max(left, 0):.0f} s left at {per_epoch:.1f} s/epoch: {fits} epochs in all "
+                  f"(was {cfg.epochs})", flush=True)
             cfg.epochs = fits
 
     def _write_log(self) -> None:
