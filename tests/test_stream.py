@@ -509,7 +509,7 @@ def test_stall_timeout_auto_limits_live_sources_only(annotator, monkeypatch, tmp
     with fastcell.stream(Pushed(), annotator, stall_timeout=3) as stream:
         assert stream.stall_timeout == 3.0  # an explicit limit applies to any source
 
-    monkeypatch.setattr(sources, "STALL_TIMEOUT", 0.15)  # what "auto" gives live sources
+    monkeypatch.setattr(sources._base, "STALL_TIMEOUT", 0.15)  # what "auto" gives live sources
     with fastcell.stream(_slow(3, 0.5), annotator) as stream:  # a slow producer is waited for
         assert [r.frame_index for r in stream] == [0, 1, 2] and not stream.stalled
     slow = _slow(3, 0.5)
@@ -520,7 +520,7 @@ def test_stall_timeout_auto_limits_live_sources_only(annotator, monkeypatch, tmp
 def test_pushed_source_waits_through_pauses_and_an_explicit_limit_ends_it(annotator, monkeypatch):
     import fastcell.io.sources as sources
 
-    monkeypatch.setattr(sources, "STALL_TIMEOUT", 0.15)
+    monkeypatch.setattr(sources._base, "STALL_TIMEOUT", 0.15)
     source = Pushed()
     frames = _frames(3)
 
