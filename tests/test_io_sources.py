@@ -3,6 +3,8 @@ iterables — each on its own and inside a stream. The pipeline itself: test_pip
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 
@@ -459,3 +461,150 @@ def test_a_stream_over_a_users_object_does_not_close_it(annotator):
     provider = Provider()
     assert len(list(fastcell.stream(provider, annotator))) == 2
     assert not provider.closed
+
+
+# -- read_image: the header is checked before anything is read ----------------------------------------------
+def _png_header(width: int, height: int) -> bytes:
+    """The first bytes of a PNG of that size (signature and IHDR), as a huge image would start."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+def test_frames_over_max_pixels_are_refused_from_the_header_without_reading_the_file(tmp_path, monkeypatch):
+    from fastcell.io.sources import MAX_PIXELS, read_image
+
+    big = tmp_path / "big.png"  # a real 16000 x 16000 PNG compresses to under a megabyte
+    big.write_bytes(_png_header(16000, 16000) + b"\0" * 1000)
+    huge = tmp_path / "huge.png"  # 10 GB (sparse) behind the header of a small image
+    with open(huge, "wb") as f:
+        f.write(_png_header(64, 64))
+        f.truncate(10 * 2**30)
+    reads = []
+    real_fromfile = np.fromfile
+    monkeypatch.setattr(np, "fromfile", lambda *a, **k: reads.append(a) or real_fromfile(*a, **k))
+    with pytest.raises(ValueError, match=r"16000x16000 = 256,000,000 pixels, over the limit of 100,000,000"):
+        read_image(big)
+    with pytest.raises(ValueError, match=r"file of 10,737,418,240 bytes"):
+        read_image(huge)
+    assert reads == [] and MAX_PIXELS == 100_000_000
+    with pytest.raises(ValueError, match="over the limit of 1,000"):
+        read_image(big, max_pixels=1000)
+    image = np.zeros((30, 40, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "ok.png"), image)
+    assert read_image(tmp_path / "ok.png", max_pixels=1200).shape == (30, 40, 3)  # exactly at the limit
+    with pytest.raises(ValueError, match="1,199"):
+        read_image(tmp_path / "ok.png", max_pixels=1199)
+    assert read_image(tmp_path / "ok.png", max_pixels=None).shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-5, ValueError), (1.5, TypeError), (True, TypeError),
+                                          ("100", TypeError), (float("nan"), TypeError)])
+def test_bad_max_pixels_and_workers_are_refused(tmp_path, value, error):
+    from fastcell.io.sources import ImageFiles, read_image
+
+    with pytest.raises(error, match="max_pixels"):
+        read_image(tmp_path / "x.png", max_pixels=value)
+    with pytest.raises(error, match="max_pixels"):
+        ImageFiles([], max_pixels=value)
+    with pytest.raises(error, match="workers"):
+        ImageFiles([], workers=value)
+
+
+def test_a_fifo_or_folder_named_like_an_image_is_that_files_failure_not_a_hang(tmp_path):
+    from fastcell.io.sources import read_image
+
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it to read would block until a writer came
+    with pytest.raises(ValueError, match="a FIFO, not an image file"):
+        read_image(tmp_path / "pipe.jpg")
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(ValueError, match="a folder, not an image file"):
+        read_image(tmp_path / "dir.png")
+
+
+def test_a_frame_too_big_for_memory_is_that_files_failure(tmp_path, monkeypatch, bccd_images):
+    import fastcell.io.sources._files as files
+    from fastcell.io.sources import ImageFiles
+
+    real = files.read_image
+
+    def read_image(path, max_pixels):
+        if path.endswith("b.jpg"):
+            raise MemoryError  # what np.fromfile/imdecode raise for a frame this machine cannot hold
+        return real(path, max_pixels)
+
+    monkeypatch.setattr(files, "read_image", read_image)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        shutil.copy(bccd_images[0], tmp_path / name)
+    source = ImageFiles(sorted(str(p) for p in tmp_path.iterdir()))
+    assert [name for _, name, _, _ in source] == [str(tmp_path / "a.jpg"), str(tmp_path / "c.jpg")]
+    assert source.failed == [(str(tmp_path / "b.jpg"), "out of memory while reading it")]
+
+
+# -- scan: every entry of a folder is read or accounted for -----------------------------------------------
+def test_scan_skips_hostile_entries_with_reasons_and_lists_each_file_once(tmp_path, bccd_images):
+    from fastcell.io.sources import scan
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(bccd_images[0], src / "a.jpg")
+    shutil.copy(bccd_images[1], src / "sub" / "b.png")
+    (src / "x.jpg").mkdir()  # a folder named like an image
+    (src / "x.jpg" / "inner.jpg").write_bytes(b"x")
+    os.mkfifo(src / "fifo.png")
+    os.symlink("nowhere.jpg", src / "dangling.jpg")
+    os.symlink("loop.jpg", src / "loop.jpg")
+    os.symlink("a.jpg", src / "link_to_a.jpg")  # a second name for a.jpg: read once
+    os.symlink(".", src / "sub" / "up")  # a folder loop
+    (src / "anim.gif").write_bytes(b"GIF89a")
+    (src / "clip.mp4").write_bytes(b"")
+    (src / "notes.txt").write_text("x")
+    (src / "labels.xml").write_text("x")
+    (src / "README").write_text("x")
+
+    flat = scan(src)
+    assert flat.files == [str(src / "a.jpg")]
+    assert dict(flat.skipped) == {
+        str(src / "anim.gif"): "unsupported image format (.gif)",
+        str(src / "clip.mp4"): "a video (.mp4): annotate it on its own",
+        str(src / "dangling.jpg"): "a dangling symlink (to nowhere.jpg)",
+        str(src / "fifo.png"): "a FIFO, not an image file",
+        str(src / "link_to_a.jpg"): f"the same file as {src / 'a.jpg'}",
+        str(src / "loop.jpg"): "a symlink loop",
+        str(src / "x.jpg"): "a folder, not an image file (named like one)",
+    }
+    assert flat.ignored == {"(none)": 1, ".txt": 1, ".xml": 1} and flat.folders == 1
+
+    deep = scan(src, recursive=True)
+    assert deep.files == [str(src / "a.jpg"), str(src / "sub" / "b.png"), str(src / "x.jpg" / "inner.jpg")]
+    assert dict(deep.skipped)[str(src / "sub" / "up")].startswith(f"a folder already listed as {src}")
+    assert str(src / "x.jpg") not in dict(deep.skipped)  # entered as the folder it is
+
+    out = src / "sub"
+    assert scan(src, recursive=True, exclude=[out]).files == [str(src / "a.jpg"), str(src / "x.jpg" / "inner.jpg")]
+
+
+def test_open_source_reports_skipped_entries_as_failed(tmp_path, bccd_images):
+    shutil.copy(bccd_images[0], tmp_path / "a.jpg")
+    os.mkfifo(tmp_path / "b.jpg")
+    source = open_source(str(tmp_path))
+    assert source.paths == [str(tmp_path / "a.jpg")]
+    assert source.failed == [(str(tmp_path / "b.jpg"), "a FIFO, not an image file")]
+    (tmp_path / "a.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="1 entries skipped, e.g. .*b.jpg: a FIFO"):
+        open_source(str(tmp_path))
+
+
+def test_file_names_that_are_not_utf8_are_read_and_escaped_in_text(tmp_path, bccd_images):
+    from fastcell.io._names import name_from_text, text_name
+    from fastcell.io.sources import scan
+
+    raw = os.fsencode(tmp_path) + b"/cell_\xff\xfe.jpg"
+    shutil.copy(bccd_images[0], raw)
+    listing = scan(tmp_path)
+    assert [os.fsencode(p) for p in listing.files] == [raw]
+    frame, name, _, _ = next(iter(open_source(str(tmp_path))))
+    assert frame.shape[2] == 3 and os.fsencode(name) == raw
+    assert text_name(name).endswith("cell_\\xff\\xfe.jpg") and os.fsencode(name_from_text(text_name(name))) == raw

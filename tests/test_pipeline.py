@@ -466,3 +466,47 @@ def test_an_annotator_the_stream_opened_is_closed_when_a_running_inference_retur
     release.set()
     assert _threads_stop(stream)
     assert closed == [stream.annotator]
+
+
+# -- an abandoned stream cleans up ------------------------------------------------------------------------
+def test_abandoned_streams_end_their_threads_and_free_their_frames(annotator):
+    """``break`` out of the loop, then drop the stream without close(): its threads end and every
+    frame it read is freed (weak references to the frames die), for each of many such streams."""
+    import gc
+    import weakref
+
+    made: list[weakref.ref] = []
+
+    def endless():
+        rng = np.random.default_rng(0)
+        while True:
+            frame = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+            made.append(weakref.ref(frame))
+            yield frame
+
+    before = {t.ident for t in threading.enumerate()}
+    pipelines = []
+    for _ in range(12):
+        stream = fastcell.stream(endless(), annotator, batch_size=4)
+        for result in stream:
+            break
+        pipelines.append(weakref.ref(stream._pipeline))
+        del stream, result
+    gc.collect()
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        gc.collect()
+        extra = [t for t in threading.enumerate() if t.ident not in before]
+        if not extra and all(p() is None for p in pipelines):
+            break
+        time.sleep(0.05)
+    assert [t.name for t in threading.enumerate() if t.ident not in before] == []
+    assert [p for p in pipelines if p() is not None] == []  # the pipelines themselves are gone
+    assert len(made) >= 12 and [r for r in made if r() is not None] == []  # and every frame they read
+
+
+def test_a_closed_stream_is_not_stopped_again_by_its_finalizer(annotator):
+    stream = fastcell.stream(_frames(3), annotator)
+    assert len(list(stream)) == 3
+    stream.close()
+    assert not stream._finalizer.alive and _threads_stop(stream)
