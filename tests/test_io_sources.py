@@ -608,3 +608,21 @@ def test_file_names_that_are_not_utf8_are_read_and_escaped_in_text(tmp_path, bcc
     frame, name, _, _ = next(iter(open_source(str(tmp_path))))
     assert frame.shape[2] == 3 and os.fsencode(name) == raw
     assert text_name(name).endswith("cell_\\xff\\xfe.jpg") and os.fsencode(name_from_text(text_name(name))) == raw
+
+
+@pytest.mark.parametrize("kwargs", [{"reconnect": -1}, {"reconnect": 1.5}, {"read_timeout": float("nan")},
+                                    {"open_timeout": float("inf")}, {"reconnect_delay": -1.0}])
+def test_bad_camera_settings_are_refused_before_anything_is_opened(monkeypatch, kwargs):
+    from fastcell.io.sources import VideoCapture
+
+    opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a: opened.append(a))
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        VideoCapture(0, **kwargs)
+    assert opened == []
+
+
+@pytest.mark.parametrize("maxsize, error", [(0, ValueError), (-1, ValueError), (2.5, TypeError)])
+def test_bad_pushed_queue_sizes_are_refused(maxsize, error):
+    with pytest.raises(error, match="maxsize"):
+        Pushed(maxsize=maxsize)

@@ -568,3 +568,10 @@ def test_a_key_that_looks_like_a_temporary_survives_a_restart(tmp_path):
     AnnotationWriter(tmp_path, CLASSES, FORMATS).close()  # a rerun starts: it cleans up temporaries
     assert read_tree(tmp_path) == before
     assert (tmp_path / "crops" / "foo.fastcell-tmp" / "0000_RBC.png").is_file()
+
+
+@pytest.mark.parametrize("workers, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_writer_threads_are_refused_before_the_folder_is_touched(tmp_path, workers, error):
+    with pytest.raises(error, match="workers"):
+        AnnotationWriter(tmp_path / "out", CLASSES, ("yolo",), workers=workers)
+    assert not (tmp_path / "out").exists()  # no run.json recording the refused setting

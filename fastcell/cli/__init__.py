@@ -11,11 +11,31 @@ the traceback of the latter instead.
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
+import signal
 import sys
-from typing import NoReturn
+
+
+def _quiet_interrupt(signum, frame):  # noqa: ARG001 - a signal handler's signature
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130)
+
+
+# Ctrl-C while the command line loads (its first ~0.2 s: imports) ends it with one line, not an
+# import traceback: until main() takes over, SIGINT exits quietly — only when this package is
+# loaded to run the `fastcell` command (console script or `python -m fastcell`), never when a
+# program imports it.
+_main_module = sys.modules.get("__main__")
+if (getattr(getattr(_main_module, "__spec__", None), "name", None) == "fastcell.__main__"
+        or (getattr(_main_module, "__file__", None) or "").rsplit("/", 1)[-1] == "fastcell"):
+    try:
+        signal.signal(signal.SIGINT, _quiet_interrupt)
+    except ValueError:  # not the main thread: nothing to guard
+        pass
+
+import argparse  # noqa: E402 - after the guard above
+import importlib  # noqa: E402
+import os  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
 DEBUG_ENV = "FASTCELL_DEBUG"
 
@@ -83,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        if signal.getsignal(signal.SIGINT) is _quiet_interrupt:  # from here on, KeyboardInterrupt as usual
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C at any moment, also while modules load: one line, status 130
         print("interrupted", file=sys.stderr)

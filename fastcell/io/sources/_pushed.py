@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 
 from fastcell.io.sources._base import Item, Source
+from fastcell.io.sources._files import check_count
 
 __all__ = ["Pushed"]
 
@@ -43,7 +44,7 @@ class Pushed(Source):
         super().__init__()
         self.name = name
         self.copy = bool(copy)
-        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, int(maxsize)))
+        self._queue: "queue.Queue" = queue.Queue(maxsize=check_count("maxsize", maxsize))
         self._lock = threading.Lock()  # several acquisition threads may push
         self._ended = False
         self._closed = False

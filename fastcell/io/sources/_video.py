@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import threading
 import time
 from typing import Any, Iterator
 
 import cv2
+import numpy as np
 
 from fastcell.io.sources import _base
 from fastcell.io.sources._base import URL_SCHEMES, Item, Source, is_url
@@ -40,6 +43,14 @@ class VideoCapture(Source):
         (see ``heartbeat`` in :class:`Source`): a read that times out is then retried, not
         taken for a stall.
 
+    Raises
+    ------
+    ValueError
+        For a negative or non-integer ``reconnect``, or a time that is negative, nan or infinite
+        (checked before anything is opened).
+    OSError
+        When the target cannot be opened.
+
     Notes
     -----
     ``cv::VideoCapture`` is not thread-safe, so the capture is only ever used by the thread that
@@ -53,6 +64,12 @@ class VideoCapture(Source):
                  reconnect_delay: float = 1.0, api: int = cv2.CAP_ANY, open_timeout: float = 5.0,
                  read_timeout: float = 5.0) -> None:
         super().__init__()
+        if isinstance(reconnect, bool) or not isinstance(reconnect, (int, np.integer)) or reconnect < 0:
+            raise ValueError(f"reconnect must be an int >= 0, got {reconnect!r}")
+        for name, value in (("reconnect_delay", reconnect_delay), ("open_timeout", open_timeout),
+                            ("read_timeout", read_timeout)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
         self.target = target
         self.name = f"camera:{target}" if isinstance(target, int) else str(target)
         self.live = (isinstance(target, int) or str(target).lower().startswith(URL_SCHEMES)) if live is None else live

@@ -138,6 +138,8 @@ class AnnotationWriter:
 
     Raises
     ------
+    TypeError, ValueError
+        For a setting of the wrong type or value (checked before anything is created or written).
     SettingsMismatch
         The folder holds a run with other settings and ``overwrite`` is false.
     RuntimeError
@@ -159,6 +161,9 @@ class AnnotationWriter:
         overwrite: bool = False,
         workers: int = 2,
     ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise (ValueError if isinstance(workers, int) and not isinstance(workers, bool) else TypeError)(
+                f"workers must be an int >= 0 (0: write inline), got {workers!r}")
         requested = tuple(formats)
         self.formats = tuple(f for f in FORMATS if f in requested)  # canonical order
         unknown = sorted(set(requested) - set(FORMATS))
