@@ -487,7 +487,7 @@ def test_a_folder_of_hostile_entries_is_annotated_once_each_and_every_other_entr
     os.symlink("loop.jpg", src / "loop.jpg")
     os.symlink("plain.jpg", src / "same_as_plain.jpg")
     os.symlink(".", src / "x" / "again")  # a folder loop
-    (src / "dir.png").mkdir()  # with -r a folder is entered, whatever its name (test_sources: without -r)
+    (src / "dir.png").mkdir()  # with -r a folder is entered, whatever its name (test_io_sources: without -r)
     (src / "anim.gif").write_bytes(b"GIF89a")
     (src / "notes.txt").write_text("ignored")
 
