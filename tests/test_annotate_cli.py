@@ -629,6 +629,6 @@ def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path, source_dir, model_js
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert "Traceback" not in err, err
-    assert process.returncode in (0, 130), (process.returncode, err)
+    assert process.returncode in (0, 130, -signal.SIGINT), (process.returncode, err)  # -2: during exit
     if process.returncode == 130:
         assert err.strip().splitlines()[-1] == "interrupted"

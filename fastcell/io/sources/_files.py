@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import stat
-import threading
 import time
 from collections import deque
-from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import cv2
 import imagesize
 import numpy as np
 
 from fastcell.io._names import text_name
+from fastcell.io._threads import DaemonPool
 from fastcell.io.sources._base import Item, Source, file_kind
 from fastcell.preprocess import check_frame
 
@@ -133,47 +131,6 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndar
         raise ValueError(f"unsupported image: {err}") from None
 
 
-class _DaemonPool:
-    """A few daemon threads running submitted calls, for reads that may hang.
-
-    Unlike :class:`concurrent.futures.ThreadPoolExecutor`, whose threads the interpreter joins at
-    exit, a read stuck here (a dead network drive) never keeps the process alive, and
-    :meth:`shutdown` never waits.
-    """
-
-    def __init__(self, workers: int, name: str) -> None:
-        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
-                         for i in range(max(1, int(workers)))]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        future: Future = Future()
-        self._tasks.put((future, fn, args))
-        return future
-
-    def _work(self) -> None:
-        while True:
-            task = self._tasks.get()
-            if task is None:
-                return
-            future, fn, args = task
-            if not future.set_running_or_notify_cancel():  # cancelled while queued
-                continue
-            try:
-                result = fn(*args)
-            except BaseException as err:  # noqa: BLE001 - handed to whoever waits on the future
-                future.set_exception(err)
-            else:
-                future.set_result(result)
-
-    def shutdown(self) -> None:
-        """Let the threads end after their current call, without waiting for them."""
-        for _ in self._threads:
-            self._tasks.put(None)  # behind the queued (cancelled) calls, which are skipped
-
-
 class ImageFiles(Source):
     """A list of image files, read in order, decoded ahead by a small pool of daemon threads.
 
@@ -222,7 +179,7 @@ class ImageFiles(Source):
 
     def __iter__(self) -> Iterator[Item]:
         self._closed = False
-        pool = _DaemonPool(self.workers, "fastcell-decode")
+        pool = DaemonPool(self.workers, "fastcell-decode")
         pending: deque = deque()
         try:
             paths = iter(enumerate(self.paths))

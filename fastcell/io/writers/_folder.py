@@ -31,12 +31,13 @@ import json
 import posixpath
 import shutil
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from fastcell.io._names import text_name
+from fastcell.io._threads import DaemonPool
 from fastcell.io.writers import _atomic
 from fastcell.io.writers import formats as _fmt  # not `formats`: that is the writer's parameter
 from fastcell.results import Result
@@ -191,7 +192,9 @@ class AnnotationWriter:
         except BaseException:
             self._lock_file.close()
             raise
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fastcell-writer") if workers > 0 else None
+        # Daemon threads: an interrupt that skips close() must not leave a thread the interpreter
+        # waits for at exit; a write cut short is safe (temporary, then rename).
+        self._pool = DaemonPool(workers, "fastcell-writer") if workers > 0 else None
         self._max_pending = max(2 * workers, 1)
         self._pending: deque[Future] = deque()
 
@@ -409,12 +412,20 @@ class AnnotationWriter:
 
     # -- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:
-        """Wait for the writer threads and release the folder (does not rebuild the aggregates)."""
+        """Wait for the frames submitted, end the writer threads and release the folder (does not
+        rebuild the aggregates). Raises the first writing error, after every frame is done."""
         try:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            self.wait()
+            error = None
+            while self._pending:
+                try:
+                    self._pending.popleft().result()
+                except Exception as err:  # noqa: BLE001 - the others still finish; the first is raised
+                    error = error or err
+            if error is not None:
+                raise error
         finally:
+            if self._pool is not None:
+                self._pool.shutdown()
             self._lock_file.close()
 
     def __enter__(self) -> "AnnotationWriter":
