@@ -37,6 +37,7 @@ stream runs::
 
 from __future__ import annotations
 
+import atexit
 import logging
 import numbers
 import queue
@@ -93,6 +94,22 @@ class _Failure:
 
 _END = _End()
 _CAPTURE, _INFER, _POST = 0, 1, 2
+_LIVE: "weakref.WeakSet[_Pipeline]" = weakref.WeakSet()  # pipelines whose threads may still run
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """Stop the streams still running when the interpreter exits, and wait (2 s at most) for their
+    inference and post-processing threads: a daemon thread still inside a backend's compiled call
+    while the interpreter tears that backend down aborts the process ("terminate called ...") —
+    after a Ctrl-C that cut a ``close()`` short, say. A capture thread stuck in a read is not
+    waited for."""
+    deadline = time.monotonic() + 2.0
+    for pipeline in list(_LIVE):
+        pipeline._stop.set()
+        for t in pipeline._threads[_INFER:]:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
 
 
 class _Pipeline:
@@ -141,6 +158,7 @@ class _Pipeline:
             threading.Thread(target=self._run_infer, name="fastcell-infer", daemon=True),
             threading.Thread(target=self._run_post, name="fastcell-post", daemon=True),
         ]
+        _LIVE.add(self)
         for t in self._threads:
             t.start()
 

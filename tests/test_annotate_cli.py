@@ -610,7 +610,8 @@ def test_max_pixels_option_refuses_large_frames_and_zero_lifts_the_limit(tmp_pat
 # ``python -m fastcell ARGS`` that says "ready" once the interpreter has started (site, .pth files:
 # outside fastcell's reach) and the fastcell package is imported, so the interrupt lands in fastcell.
 _RUN_WHEN_READY = """
-import runpy, sys
+import faulthandler, runpy, signal, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks of a hung run
 import fastcell
 sys.argv = ["fastcell", *sys.argv[1:]]
 sys.stderr.write("ready\\n"); sys.stderr.flush()
@@ -627,7 +628,13 @@ def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path, source_dir, model_js
     assert process.stderr.readline() == "ready\n"
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        process.kill()
+        pytest.fail(f"the run did not end after Ctrl-C; its threads: {process.communicate()[1][-5000:]}")
     assert "Traceback" not in err, err
     assert process.returncode in (0, 130, -signal.SIGINT), (process.returncode, err)  # -2: during exit
     if process.returncode == 130:

@@ -17,6 +17,7 @@ import sys
 
 _interrupted = False  # a SIGINT arrived while the command ran (see _on_interrupt)
 _running = False  # main() has started
+_previous_unraisablehook = sys.unraisablehook
 
 
 def _on_interrupt(signum, frame):  # noqa: ARG001 - a signal handler's signature
@@ -33,6 +34,16 @@ def _on_interrupt(signum, frame):  # noqa: ARG001 - a signal handler's signature
         raise KeyboardInterrupt
     sys.stderr.write("interrupted\n")
     raise SystemExit(130)
+
+
+def _unraisable(info) -> None:
+    """A Ctrl-C that Python cannot raise (it landed in a callback, e.g. of the import lock) is
+    still an interrupt — :func:`main` exits 130 — not a traceback printed as "Exception ignored"."""
+    global _interrupted
+    if issubclass(info.exc_type, KeyboardInterrupt):
+        _interrupted = True
+        return
+    _previous_unraisablehook(info)
 
 
 # Only when this package is loaded to run the `fastcell` command (console script or
@@ -117,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (130 after Ctrl-C, with one line on stderr)."""
-    global _running, _interrupted
+    global _running, _interrupted, _previous_unraisablehook
     previous = None
     try:
         if threading.current_thread() is threading.main_thread():
@@ -125,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # an embedding that does not let Python handle signals
         previous = None
     _running, _interrupted = True, False
+    _previous_unraisablehook, sys.unraisablehook = sys.unraisablehook, _unraisable
     try:
         code = _main(argv)
         if _interrupted and code != 130:  # the command took an interrupt that an import disguised for an error
@@ -136,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         _running = False
+        sys.unraisablehook = _previous_unraisablehook
         if previous is not None and previous is not _on_interrupt:
             signal.signal(signal.SIGINT, previous)
 
