@@ -37,11 +37,13 @@ stream runs::
 
 from __future__ import annotations
 
+import atexit
 import logging
 import numbers
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -92,19 +94,29 @@ class _Failure:
 
 _END = _End()
 _CAPTURE, _INFER, _POST = 0, 1, 2
+_LIVE: "weakref.WeakSet[_Pipeline]" = weakref.WeakSet()  # pipelines whose threads may still run
 
 
-class Stream:
-    """An iterator of :class:`~fastcell.results.Result` over a source, run in background threads.
+@atexit.register
+def _stop_at_exit() -> None:
+    """Stop the streams still running when the interpreter exits, and wait (2 s at most) for their
+    inference and post-processing threads: a daemon thread still inside a backend's compiled call
+    while the interpreter tears that backend down aborts the process ("terminate called ...") —
+    after a Ctrl-C that cut a ``close()`` short, say. A capture thread stuck in a read is not
+    waited for."""
+    deadline = time.monotonic() + 2.0
+    for pipeline in list(_LIVE):
+        pipeline._stop.set()
+        for t in pipeline._threads[_INFER:]:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
 
-    Build it with :func:`stream`. Attributes: ``fps`` (results/s over the last 256 results,
-    or since the start before there are that many),
-    ``latency_p50`` / ``latency_p99`` (seconds, capture → result, over the last ``window``
-    results), ``dropped`` (live frames discarded), ``count`` (results delivered), ``failed``
-    (unreadable files as ``(path, reason)``), ``stalled`` (whether the source stalled),
-    ``stall_timeout`` (the limit in force, seconds or None, once ``"auto"`` is resolved),
-    ``annotator`` (the stream's own Annotator: a sibling of one the caller passed),
-    ``post_workers`` (post-processing threads).
+
+class _Pipeline:
+    """The threads, queues and statistics behind a :class:`Stream` (which see).
+
+    The stage threads run this object's methods, so they hold it, never the :class:`Stream`
+    the caller holds: that one can be collected while they run, and its finalizer stops them.
     """
 
     def __init__(self, source: Source, annotator: Annotator, *, batch_size: int, max_latency: float,
@@ -146,6 +158,7 @@ class Stream:
             threading.Thread(target=self._run_infer, name="fastcell-infer", daemon=True),
             threading.Thread(target=self._run_post, name="fastcell-post", daemon=True),
         ]
+        _LIVE.add(self)
         for t in self._threads:
             t.start()
 
@@ -506,6 +519,62 @@ class Stream:
                     break
         if self._own_annotator:
             self._close_annotator()  # now, or when the inference thread ends
+
+    def abandon(self) -> None:
+        """Stop a stream nobody holds any more, without waiting (called by :class:`Stream`'s finalizer).
+
+        It may run in any thread — one of this stream's own, when a garbage collection happens
+        there — so it only raises the stop flags, closes the source and frees the queued frames;
+        the threads notice within ``_POLL`` seconds and end, and with them the last references
+        to this object, its frames and its Annotator's buffers.
+        """
+        self.close(timeout=0.0)
+
+
+class Stream:
+    """An iterator of :class:`~fastcell.results.Result` over a source, run in background threads.
+
+    Build it with :func:`stream`. Attributes: ``fps`` (results/s over the last 256 results,
+    or since the start before there are that many),
+    ``latency_p50`` / ``latency_p99`` (seconds, capture → result, over the last ``window``
+    results), ``dropped`` (live frames discarded), ``count`` (results delivered), ``failed``
+    (unreadable files as ``(path, reason)``), ``stalled`` (whether the source stalled),
+    ``stall_timeout`` (the limit in force, seconds or None, once ``"auto"`` is resolved),
+    ``annotator`` (the stream's own Annotator: a sibling of one the caller passed),
+    ``post_workers`` (post-processing threads).
+
+    A stream left without :meth:`close` — a ``break`` out of the loop, then the last reference
+    dropped — is stopped when it is garbage-collected: its threads end and its frames and
+    buffers are freed, as after ``close()`` (a :func:`weakref.finalize` does it; the threads hold
+    only the pipeline behind this object). Closing it, or a ``with`` block, stays the way to
+    stop it at a known moment.
+    """
+
+    def __init__(self, source: Source, annotator: Annotator, **options: Any) -> None:
+        self._pipeline = _Pipeline(source, annotator, **options)
+        self._finalizer = weakref.finalize(self, _Pipeline.abandon, self._pipeline)
+
+    def __getattr__(self, name: str) -> Any:  # statistics and settings live in the pipeline
+        pipeline = self.__dict__.get("_pipeline")
+        if pipeline is None:
+            raise AttributeError(name)
+        return getattr(pipeline, name)
+
+    def __iter__(self) -> Iterator[Result]:
+        return self
+
+    def __next__(self) -> Result:
+        return self._pipeline.__next__()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop all threads and release the source (and the annotator this stream opened).
+
+        Waits at most ``timeout`` seconds for the inference and post-processing threads, and at
+        most half a second for the capture thread: a source blocked in a read that ``close``
+        cannot interrupt (a hung camera) keeps its (daemon) thread until the read returns.
+        """
+        self._finalizer.detach()
+        self._pipeline.close(timeout)
 
     def __enter__(self) -> "Stream":
         return self

@@ -436,3 +436,206 @@ def test_fp16_on_the_cpu_is_a_one_line_model_error(tmp_path, bccd_images, model_
                  "--precision", "fp16", "-q"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "precision='fp16' needs the tensorrt backend" in err
+
+
+# -- hostile names, links, sizes and formats (issue 9) ------------------------------------------------------
+def _png_header(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+def _fs(path: Path, name: bytes) -> str:
+    """The str path of a file named with raw bytes inside ``path``."""
+    return os.fsdecode(os.fsencode(path) + b"/" + name)
+
+
+@needs_stream
+def test_a_folder_of_hostile_entries_is_annotated_once_each_and_every_other_entry_reported(tmp_path, bccd_images,
+                                                                                         model_json):
+    """Names that are not UTF-8 or hold line breaks and backslashes, names whose outputs would collide
+    (with each other, with yolo/classes.txt, with a folder's crops, with temporaries), links, a loop,
+    special files, huge files and unsupported formats, in one folder with -r: every good image is
+    annotated exactly once, every other entry is in the summary and failed.txt with its reason, and
+    a rerun changes nothing."""
+    from fastcell.io._names import text_name
+
+    coco_mod = pytest.importorskip("pycocotools.coco")
+    src = tmp_path / "src"
+    (src / "x").mkdir(parents=True)
+    jpeg = bccd_images[0].read_bytes()
+    good = [b"plain.jpg", b"bad_\xff\xfe.jpg", b"two\nlines.jpg", b"back\\slash.jpg", "\u00fcml\u00e4ut.jpg".encode(),
+            b"classes.jpg", b"data.jpg", b"img.jpg", b"img.png", b"img.jpg.png", b"x.jpg", b"x/inner.jpg",
+            b"foo.fastcell-tmp.jpg", b".hidden.jpg", b"A.jpg", b"a.png", b"gray.png"]
+    for name in good:
+        data = jpeg
+        if name.endswith(b".png"):
+            ok, buf = cv2.imencode(".png", cv2.imread(str(bccd_images[1]), cv2.IMREAD_GRAYSCALE if b"gray" in name
+                                                      else cv2.IMREAD_COLOR))
+            data = buf.tobytes()
+        Path(_fs(src, name)).write_bytes(data)
+    (src / "big.png").write_bytes(_png_header(16000, 16000) + b"\0" * 4096)
+    with open(src / "huge.jpg", "wb") as f:  # 10 GB, sparse: must not be read whole
+        f.write(jpeg[:2048])
+        f.truncate(10 * 2**30)
+    (src / "empty.png").write_bytes(b"")
+    (src / "corrupt.jpg").write_bytes(b"\xff\xd8 not really" + jpeg[100:300])
+    os.mkfifo(src / "fifo.jpg")
+    os.symlink("missing.png", src / "dangling.png")
+    os.symlink("loop.jpg", src / "loop.jpg")
+    os.symlink("plain.jpg", src / "same_as_plain.jpg")
+    os.symlink(".", src / "x" / "again")  # a folder loop
+    (src / "dir.png").mkdir()  # with -r a folder is entered, whatever its name (test_io_sources: without -r)
+    (src / "anim.gif").write_bytes(b"GIF89a")
+    (src / "notes.txt").write_text("ignored")
+
+    out = src / "out"  # inside the source, read with -r: never read back
+    args = ["annotate", str(src), "--out", str(out), "--model", model_json, "-r", "--write", "all", *CAP]
+    done = subprocess.run([sys.executable, "-m", "fastcell", *args], capture_output=True, timeout=300)
+    stdout, stderr = done.stdout.decode("utf-8"), done.stderr.decode("utf-8", "backslashreplace")
+    assert done.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    n_good = len(good)
+    assert f"{n_good} image(s) annotated" in stdout and "4 failed, 6 skipped" in stdout, stdout
+    assert f"{n_good} image(s) in" in stdout and "ignored 1 other file(s), not images: .txt ×1" in stdout
+
+    failed = (out / "failed.txt").read_bytes().decode("utf-8").splitlines()
+    reasons = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in failed}
+    expected = {
+        "anim.gif": "unsupported image format", "dangling.png": "a dangling symlink (to missing.png)",
+        "fifo.jpg": "a FIFO", "loop.jpg": "a symlink loop",
+        "same_as_plain.jpg": "the same file as", "x/again": "a folder already listed",
+        "big.png": "16000x16000 = 256,000,000 pixels, over the limit", "huge.jpg": "file of 10,737,418,240 bytes",
+        "empty.png": "empty file", "corrupt.jpg": "not a decodable image",
+    }
+    assert sorted(reasons) == sorted(f"{src}/{name}" for name in expected)
+    for name, reason in expected.items():
+        assert reasons[f"{src}/{name}"].startswith(reason), (name, reasons[f"{src}/{name}"])
+    for line in failed:
+        assert line in stdout
+
+    gt = coco_mod.COCO(str(out / "annotations.json"))
+    file_names = [image["file_name"] for image in gt.dataset["images"]]
+    assert sorted(file_names) == sorted(text_name(os.fsdecode(name)) for name in good)  # each exactly once
+    for image in gt.dataset["images"]:
+        assert gt.getAnnIds(imgIds=[image["id"]]), image["file_name"]  # nobody's cells were lost
+    csv_names = {row.split(",")[0] for row in (out / "cells.csv").read_bytes().decode("utf-8").splitlines()[1:]}
+    assert csv_names <= set(file_names) and len(csv_names) >= n_good - 2  # names with a backslash are quoted
+    yolo = [p for p in (out / "yolo").rglob("*.txt")]
+    assert len(yolo) == n_good + 1 and (out / "yolo" / "classes.txt").read_text().splitlines() == ["RBC", "WBC", "Platelets"]
+    for sub in ("x.jpg", "x/inner", "foo.fastcell-tmp"):  # crops of x.jpg beside x/, and of a temporary's look-alike
+        assert any((out / "crops" / sub).iterdir()), sub
+    assert not os.listdir(out / ".fastcell" / "tmp")
+
+    before = tree(out)
+    again = subprocess.run([sys.executable, "-m", "fastcell", *args], capture_output=True, timeout=300)
+    assert again.returncode == 0 and "0 image(s) annotated" in again.stdout.decode() \
+        and f"{n_good} already done" in again.stdout.decode()
+    assert tree(out) == before  # nothing read from out/, nothing lost, nothing added
+
+
+@needs_stream
+@pytest.mark.parametrize("where", ["inside", "same"])
+def test_outputs_are_never_read_back_nor_written_over_inputs(tmp_path, bccd_images, model_json, capsys, where):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for i, path in enumerate(bccd_images[:3]):
+        shutil.copy(path, (src / "sub" if i == 2 else src) / path.name)
+    inputs = tree(src)
+    out = src / "out" if where == "inside" else src
+    argv = ["annotate", str(src), "--out", str(out), "--model", model_json, "-r", "--write", "yolo,coco,segmented,crops"]
+    for _ in range(3):  # reruns never grow the COCO file: outputs are not inputs
+        assert main(argv) == 0
+        images = json.loads((out / "annotations.json").read_text())["images"]
+        assert sorted(i["file_name"] for i in images) == sorted(p.relative_to(src).as_posix()
+                                                                for p in src.rglob("*.jpg") if p.as_posix() in
+                                                                {(src / k).as_posix() for k in inputs})
+        assert len(images) == 3
+    assert {k: v for k, v in tree(src).items() if k in inputs} == inputs  # no input was written over
+    glob_run = ["annotate", str(src / "**" / "*.jpg"), "--out", str(out), "--model", model_json,
+                "--write", "yolo,coco,segmented,crops", "--overwrite"]
+    assert main(glob_run) == 0
+    assert len(json.loads((out / "annotations.json").read_text())["images"]) == 3
+    capsys.readouterr()
+    assert main(["annotate", str(out / "segmented"), "--out", str(out), "--model", model_json]) == 1
+    assert "is inside" in capsys.readouterr().err
+
+
+@needs_stream
+def test_two_sources_are_not_merged_into_one_output_folder(tmp_path, bccd_images, model_json, capsys):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    for folder, images in ((a, bccd_images[:2]), (b, bccd_images[2:4])):
+        folder.mkdir()
+        for path in images:
+            shutil.copy(path, folder / path.name)
+    assert main(["annotate", str(a), "--out", str(out), "--model", model_json, "-q"]) == 0
+    before = tree(out)
+    capsys.readouterr()
+    assert main(["annotate", str(b), "--out", str(out), "--model", model_json, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "holds annotations of another source" in err and str(a) in err and "--overwrite" in err
+    assert tree(out) == before
+    os.chdir(tmp_path)  # the same source named another way is the same source
+    assert main(["annotate", "a/", "--out", str(out), "--model", model_json, "-q"]) == 0
+    assert main(["annotate", str(b), "--out", str(out), "--model", model_json, "-q", "--overwrite"]) == 0
+    images = json.loads((out / "annotations.json").read_text())["images"]
+    assert sorted(i["file_name"] for i in images) == sorted(p.name for p in bccd_images[2:4])
+
+
+@pytest.mark.parametrize("option, value", [("--score", "nan"), ("--score", "inf"), ("--score", "2"), ("--score", "-0.1"),
+                                           ("--nms-iou", "-5"), ("--nms-iou", "NaN"), ("--workers", "0"),
+                                           ("--workers", "-1"), ("--max-pixels", "-1"), ("--batch", "0"),
+                                           ("--max-detections", "1.5")])
+def test_every_number_is_checked_before_anything_is_written(tmp_path, capsys, option, value):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["annotate", str(tmp_path), "--out", str(out), option, value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {option}" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # no run.json recording a refused setting
+
+
+@needs_stream
+def test_max_pixels_option_refuses_large_frames_and_zero_lifts_the_limit(tmp_path, bccd_images, model_json, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(bccd_images[0], src / "a.jpg")  # 640 x 480 = 307,200 pixels
+    assert main(["annotate", str(src), "--out", str(tmp_path / "o1"), "--model", model_json, "--max-pixels", "300000"]) == 1
+    assert "over the limit of 300,000" in capsys.readouterr().out
+    assert main(["annotate", str(src), "--out", str(tmp_path / "o2"), "--model", model_json, "--max-pixels", "0"]) == 0
+
+
+# ``python -m fastcell ARGS`` that says "ready" once the interpreter has started (site, .pth files:
+# outside fastcell's reach) and the fastcell package is imported, so the interrupt lands in fastcell.
+_RUN_WHEN_READY = """
+import faulthandler, runpy, signal, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks of a hung run
+import fastcell
+sys.argv = ["fastcell", *sys.argv[1:]]
+sys.stderr.write("ready\\n"); sys.stderr.flush()
+runpy.run_module("fastcell", run_name="__main__", alter_sys=True)
+"""
+
+
+@needs_stream
+@pytest.mark.parametrize("delay", [0.02, 0.05, 0.1, 0.2, 0.4, 0.8])  # 0: runpy itself
+def test_ctrl_c_at_any_moment_prints_no_traceback(tmp_path, source_dir, model_json, delay):
+    cmd = [sys.executable, "-c", _RUN_WHEN_READY, "annotate", str(source_dir), "--out", str(tmp_path / "out"),
+           "--model", model_json, *CAP]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr.readline() == "ready\n"
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        process.kill()
+        pytest.fail(f"the run did not end after Ctrl-C; its threads: {process.communicate()[1][-5000:]}")
+    assert "Traceback" not in err, err
+    assert process.returncode in (0, 130, -signal.SIGINT), (process.returncode, err)  # -2: during exit
+    if process.returncode == 130:
+        assert err.strip().splitlines()[-1] == "interrupted"

@@ -29,7 +29,6 @@ from fastcell.io.writers import (
     encode_mask,
     formats,
 )
-from fastcell.io.writers._atomic import TMP_SUFFIX
 from fastcell.io.writers._rle import compress_many, instance_counts
 from fastcell.results import Result
 
@@ -415,11 +414,13 @@ def test_interrupted_then_resumed_folder_is_byte_identical(tmp_path, bccd_result
     # a half-written crops folder, a stale aggregate temporary.
     third_item, third = pairs[2]
     (resumed / "yolo" / f"{third_item.key}.txt").write_text("0 0.5 0.5 0.1 0.1\n")
-    (resumed / "labels" / f".{third_item.key}.png{TMP_SUFFIX}").write_bytes(b"\x89PNG half")
-    (resumed / "crops" / f".{third_item.key}{TMP_SUFFIX}").mkdir(parents=True)
-    (resumed / "crops" / third_item.key).mkdir()
+    tmp = resumed / ".fastcell" / "tmp"
+    (tmp / "file-half").write_bytes(b"\x89PNG half")
+    (tmp / "dir-crops").mkdir(parents=True)
+    (tmp / "dir-crops" / "0000_RBC.jpg").write_bytes(b"half")
+    (resumed / "crops" / third_item.key).mkdir(parents=True)
     (resumed / "crops" / third_item.key / "0099_RBC.jpg").write_bytes(b"stale")
-    (resumed / f".{COCO_FILE}{TMP_SUFFIX}").write_text("{")
+    (tmp / "file-coco").write_text("{")
     writer.close()  # killed: no finish()
 
     writer = AnnotationWriter(resumed, CLASSES, FORMATS, workers=2)
@@ -482,3 +483,95 @@ def test_bad_options_say_what_was_expected(tmp_path):
         AnnotationWriter(tmp_path, CLASSES, ("segmented",), image_format="gif")
     with pytest.raises(ValueError, match="JPEG holds 8-bit"):
         formats.encode_image(np.zeros((4, 4), np.uint16), "jpg")
+
+
+# -- names: any file name, unique keys, the writer's own files -------------------------------------------
+def test_unique_keys_never_collide_nest_or_take_the_writers_own_names():
+    from fastcell.io.writers import RESERVED_KEYS, unique_keys
+
+    names = ["img.jpg", "img.png", "img.jpg.png", "classes.jpg", "data.tif", "x.jpg", "x/y.jpg", "A.png", "a.tif",
+             "foo.fastcell-tmp.jpg", "noext", "sub/c.jpg", "c.png", "X.JPG~2", "deep/x.jpg/z.png"]
+    keys = unique_keys(names)
+    assert dict(zip(names, keys)) == {
+        "img.jpg": "img.jpg", "img.png": "img.png", "img.jpg.png": "img.jpg.png",  # stems shared or taken
+        "classes.jpg": "classes.jpg", "data.tif": "data.tif",  # yolo/classes.txt stays the writer's
+        "x.jpg": "x.jpg", "x/y.jpg": "x/y",  # crops/x/ would hold crops/x/y/
+        "A.png": "A.png", "a.tif": "a.tif",  # one file on a case-insensitive disk
+        "foo.fastcell-tmp.jpg": "foo.fastcell-tmp", "noext": "noext", "sub/c.jpg": "sub/c", "c.png": "c",
+        "X.JPG~2": "X.JPG~2", "deep/x.jpg/z.png": "deep/x.jpg/z",
+    }
+    folded = [k.casefold() for k in keys]
+    assert len(set(folded)) == len(keys) and not set(folded) & RESERVED_KEYS
+    assert not any(b.startswith(a + "/") for a in folded for b in folded)  # no key is a folder of another
+    assert unique_keys(list(reversed(names))) == list(reversed(keys))  # the same names, the same keys
+    assert unique_keys(["a.jpg", "A.JPG", "a.jpg~2.png"]) == ["a.jpg~2", "A.JPG", "a.jpg~2.png"]  # sorted: A first
+    with pytest.raises(ValueError, match="distinct"):
+        unique_keys(["a.jpg", "a.jpg"])
+
+
+@pytest.mark.parametrize("key", ["classes", "Data", "../up", "/abs", "a//b", "a/./b", ""])
+def test_the_writer_refuses_keys_that_are_unsafe_or_its_own(tmp_path, key):
+    with AnnotationWriter(tmp_path, CLASSES, ("yolo",), workers=0) as writer:
+        with pytest.raises(ValueError, match="key"):
+            writer.write(empty_result(), Item(key, "x.png"))
+    assert not (tmp_path.parent / "up.txt").exists()
+
+
+def test_text_names_are_utf8_one_line_and_reversible():
+    import os
+
+    from fastcell.io._names import name_from_text, text_name
+
+    cases = {b"plain.jpg": "plain.jpg", "\u00fcml.jpg".encode(): "\u00fcml.jpg", b"bad_\xff.jpg": "bad_\\xff.jpg",
+             b"back\\slash.jpg": "back\\\\slash.jpg", b"two\nlines\t.jpg": "two\\x0alines\\x09.jpg",
+             b"\\xff.jpg": "\\\\xff.jpg"}  # a literal backslash-x-f-f is told apart from the byte 0xFF
+    for raw, text in cases.items():
+        assert text_name(os.fsdecode(raw)) == text == text_name(raw)
+        assert os.fsencode(name_from_text(text)) == raw
+    every = bytes(b for b in range(1, 256) if b != ord("/"))
+    assert os.fsencode(name_from_text(text_name(every))) == every
+    assert text_name(every).isprintable() and text_name(every).encode("utf-8")
+
+
+def test_every_writer_takes_names_that_are_not_utf8(tmp_path):
+    """COCO, CSV, VOC, failed.txt and the per-image files for a frame named with bytes that are not
+    UTF-8, a line break and a backslash: every text file is valid UTF-8 and names it escaped."""
+    import os
+
+    raw_name = os.fsdecode(b"s\xe9\\b\nad_\xff.png")
+    escaped = "s\\xe9\\\\b\\x0aad_\\xff.png"
+    image = np.full((40, 40, 3), 180, np.uint8)
+    result = make_result(image, [[5, 5, 35, 35]], [0])
+    result.source = os.fsdecode(os.fsencode(tmp_path) + b"/src/") + raw_name
+    out = tmp_path / "out"
+    with AnnotationWriter(out, CLASSES, FORMATS, workers=0) as writer:
+        writer.write(result, Item(raw_name[:-4], raw_name))
+        writer.finish([Item(raw_name[:-4], raw_name)], [(raw_name, "unreadable: bad"), "plain line\nsplit"])
+    coco = json.loads((out / COCO_FILE).read_bytes().decode("utf-8"))
+    assert coco["images"][0]["file_name"] == escaped
+    rows = list(csv.reader((out / CSV_FILE).read_bytes().decode("utf-8").splitlines()))
+    assert rows[1][0] == escaped
+    voc = ET.fromstring((out / "voc" / os.fsdecode(os.fsencode(raw_name[:-4]) + b".xml")).read_bytes())
+    assert voc.findtext("filename") == escaped and voc.findtext("path").endswith("/src/" + escaped)
+    assert (out / "failed.txt").read_bytes().decode("utf-8") == f"{escaped}: unreadable: bad\nplain line split\n"
+    assert os.path.isfile(os.fsencode(out / "yolo") + b"/s\xe9\\b\nad_\xff.txt")
+    assert os.listdir(out / "crops") and not os.listdir(out / ".fastcell" / "tmp")
+
+
+def test_a_key_that_looks_like_a_temporary_survives_a_restart(tmp_path):
+    """Temporaries live in .fastcell/tmp, so an output named like one is never removed as stale."""
+    image = np.full((40, 40, 3), 180, np.uint8)
+    pairs = [(Item("foo.fastcell-tmp", "foo.fastcell-tmp.png"), make_result(image, [[5, 5, 35, 35]], [0])),
+             (Item(".foo.png.fastcell-tmp", ".foo.png.fastcell-tmp.png"), make_result(image, [[5, 5, 35, 35]], [0]))]
+    write_folder(tmp_path, pairs, FORMATS)
+    before = read_tree(tmp_path)
+    AnnotationWriter(tmp_path, CLASSES, FORMATS).close()  # a rerun starts: it cleans up temporaries
+    assert read_tree(tmp_path) == before
+    assert (tmp_path / "crops" / "foo.fastcell-tmp" / "0000_RBC.png").is_file()
+
+
+@pytest.mark.parametrize("workers, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_writer_threads_are_refused_before_the_folder_is_touched(tmp_path, workers, error):
+    with pytest.raises(error, match="workers"):
+        AnnotationWriter(tmp_path / "out", CLASSES, ("yolo",), workers=workers)
+    assert not (tmp_path / "out").exists()  # no run.json recording the refused setting

@@ -11,11 +11,56 @@ the traceback of the latter instead.
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import os
+import signal
 import sys
-from typing import NoReturn
+
+
+_interrupted = False  # a SIGINT arrived while the command ran (see _on_interrupt)
+_running = False  # main() has started
+_previous_unraisablehook = sys.unraisablehook
+
+
+def _on_interrupt(signum, frame):  # noqa: ARG001 - a signal handler's signature
+    """SIGINT while the command line runs: remember it, then behave as Python's own handler.
+
+    Compiled modules that are being imported (NumPy's, pybind11's) turn an exception raised inside
+    their initialisation into an ImportError, losing the KeyboardInterrupt; the flag lets
+    :func:`main` still report an interrupt. Before ``main()`` starts (the imports of this
+    package), the interrupt exits at once, with one line instead of an import traceback.
+    """
+    global _interrupted
+    _interrupted = True
+    if _running:
+        raise KeyboardInterrupt
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130)
+
+
+def _unraisable(info) -> None:
+    """A Ctrl-C that Python cannot raise (it landed in a callback, e.g. of the import lock) is
+    still an interrupt — :func:`main` exits 130 — not a traceback printed as "Exception ignored"."""
+    global _interrupted
+    if issubclass(info.exc_type, KeyboardInterrupt):
+        _interrupted = True
+        return
+    _previous_unraisablehook(info)
+
+
+# Only when this package is loaded to run the `fastcell` command (console script or
+# `python -m fastcell`), never when a program imports it.
+_main_module = sys.modules.get("__main__")
+if (getattr(getattr(_main_module, "__spec__", None), "name", None) == "fastcell.__main__"
+        or (getattr(_main_module, "__file__", None) or "").rsplit("/", 1)[-1] == "fastcell"):
+    try:
+        signal.signal(signal.SIGINT, _on_interrupt)
+    except ValueError:  # not the main thread: nothing to guard
+        pass
+
+import argparse  # noqa: E402 - after the guard above
+import importlib  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
 DEBUG_ENV = "FASTCELL_DEBUG"
 
@@ -28,6 +73,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer (1 or more), got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a bad value is a usage error, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a finite number in [0, 1] (thresholds); nan, inf and others are usage errors."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also false for nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
     return value
 
 
@@ -60,22 +127,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (130 after Ctrl-C, with one line on stderr)."""
+    global _running, _interrupted, _previous_unraisablehook
+    previous = None
+    try:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, _on_interrupt)
+    except ValueError:  # an embedding that does not let Python handle signals
+        previous = None
+    _running, _interrupted = True, False
+    _previous_unraisablehook, sys.unraisablehook = sys.unraisablehook, _unraisable
+    try:
+        code = _main(argv)
+        if _interrupted and code != 130:  # the command took an interrupt that an import disguised for an error
+            print("interrupted", file=sys.stderr)
+            return 130
+        return code
+    except KeyboardInterrupt:  # Ctrl-C at any moment, also while modules load: one line, status 130
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _running = False
+        sys.unraisablehook = _previous_unraisablehook
+        if previous is not None and previous is not _on_interrupt:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints usage / the error and exits
         return 2
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
-    sub = _Parser(prog=f"fastcell {name}", description=COMMANDS[name][1])
-    module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
     try:
+        module = importlib.import_module(COMMANDS[name][0])
+        sub = _Parser(prog=f"fastcell {name}", description=COMMANDS[name][1])
+        module.add_arguments(sub)
+        args = sub.parse_args(argv[1:])
         return int(module.run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if _interrupted:  # an interrupt a compiled module's import turned into another error
+            raise KeyboardInterrupt from None
         if os.environ.get(DEBUG_ENV):
             raise
         print(f"fastcell {name}: error: {type(err).__name__}: {err} (set {DEBUG_ENV}=1 for the traceback)",

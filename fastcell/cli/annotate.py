@@ -7,9 +7,21 @@ even decoded — and rebuilds the COCO/CSV files, so a killed run followed by a 
 bytes as one uninterrupted run. (Video frames cannot be skipped without decoding: a rerun over a
 video decodes and infers every frame again but rewrites only the unfinished ones.)
 
-Unreadable files (corrupt, empty, not an image, or an image fastcell cannot take such as a
-float32 or int16 TIFF) are reported, listed in ``OUT/failed.txt`` and at the end, and skipped; the
-run goes on, and so does a rerun (it tries them again). Exit status: 0 when at least one image was
+Unreadable files (corrupt, empty, not an image, an image fastcell cannot take such as a float32 or
+int16 TIFF, or a frame over ``--max-pixels``, which is refused from its header before it is read)
+are reported, listed in ``OUT/failed.txt`` and at the end, and skipped; the run goes on, and so does
+a rerun (it tries them again). Entries of the source that are not read at all are listed there too,
+with the reason (a folder named like an image, a FIFO, a dangling link, a symlink loop, a second
+link to a file already listed, an unsupported format such as ``.gif``); other files (``.xml``,
+``.txt``) are counted in the summary. File names are written as
+:func:`fastcell.io._names.text_name` says, so any name the file system allows works.
+
+Inputs and outputs never mix: the output folders the run writes (``OUT/yolo``, ``OUT/labels`` …,
+``OUT/.fastcell``) are never read as input, also with ``-r``, a ``**`` glob or ``--out`` inside or
+equal to the source; a source inside them is refused. Output names are unique per input, whatever
+the inputs are called (:func:`fastcell.io.writers.unique_keys`). One output folder holds one
+source: a second, different source is refused (``--overwrite`` starts over with it); two sources
+are never merged. Exit status: 0 when at least one image was
 annotated (now or by an earlier run), 1 when nothing could be read, no image was found, the video
 cannot be opened, the output folder holds a run with other settings, or the run stopped early
 (what it finished stays; rerun to resume); 2 for bad arguments. Errors are one line on stderr.
@@ -18,7 +30,6 @@ cannot be opened, the output folder holds a run with other settings, or the run 
 from __future__ import annotations
 
 import argparse
-import glob as globlib
 import os
 import sys
 import time
@@ -26,12 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastcell.io._names import text_name
+
 #: seconds one image read (or video frame) may block before the run stops; a rerun resumes
 READ_STALL_TIMEOUT = 300.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from fastcell.cli import positive_int
+    from fastcell.cli import non_negative_int, positive_int, unit_interval
+    from fastcell.io.sources import MAX_PIXELS
     from fastcell.io.writers import DEFAULT_FORMATS, FORMATS
 
     parser.add_argument("source", help="image folder, glob pattern ('data/**/*.png'), image file or video file")
@@ -44,8 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backend arithmetic; fp16 is the GPU backends' (default: the backend's own)")
     parser.add_argument("--write", "-w", default=",".join(DEFAULT_FORMATS), type=_formats,
                         help=f"comma-separated outputs from {','.join(FORMATS)}, or 'all' (default: %(default)s)")
-    parser.add_argument("--score", type=float, default=None, help="score threshold (default: the model's)")
-    parser.add_argument("--nms-iou", type=float, default=None, help="NMS IoU threshold (default: the model's)")
+    parser.add_argument("--score", type=unit_interval, default=None,
+                        help="score threshold in [0, 1] (default: the model's)")
+    parser.add_argument("--nms-iou", type=unit_interval, default=None,
+                        help="NMS IoU threshold in [0, 1] (default: the model's)")
     parser.add_argument("--merge", choices=["multi", "single", "none"], default=None,
                         help="GBCIOU merging mode (default: the model's)")
     parser.add_argument("--max-detections", type=positive_int, default=None,
@@ -65,8 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fastcell._parallel import host_threads
 
     # decoding and writing are compiled code that releases the GIL: they scale with the host's cores
-    parser.add_argument("--workers", type=int, default=max(2, host_threads()),
+    parser.add_argument("--workers", type=positive_int, default=max(2, host_threads()),
                         help="decoding and writing threads each (default: the host's cores, at least 2: %(default)s)")
+    parser.add_argument("--max-pixels", type=non_negative_int, default=MAX_PIXELS,
+                        help="largest image (width x height) read; larger ones are refused from their header "
+                             "before decoding; 0: no limit (default: %(default)s)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
 
 
@@ -85,67 +104,90 @@ def _formats(text: str) -> tuple[str, ...]:
 # -- what to annotate ------------------------------------------------------------------------------
 @dataclass
 class Plan:
-    """The resolved source: image files with their output names, or one video."""
+    """The resolved source: image files with their output names, or one video; and what was not read."""
 
     paths: list[str] = field(default_factory=list)
     items: list[Any] = field(default_factory=list)  # fastcell.io.writers.Item, one per path
     video: str | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), listed in failed.txt
+    ignored: dict[str, int] = field(default_factory=dict)  # other files by extension
+    excluded: int = 0  # entries inside the output folders
+    folders: int = 0  # sub-folders not entered (no --recursive)
 
 
-def _is_image(path: str) -> bool:
-    from fastcell.io.sources import IMAGE_EXTENSIONS
-
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(path)
-
-
-def resolve(source: str, recursive: bool = False) -> Plan:
+def resolve(source: str, recursive: bool = False, out: str | Path | None = None) -> Plan:
     """Expand SRC to a sorted list of image files (or a video), each with a unique output key.
 
-    Keys are paths relative to the folder (or, for a glob, to the deepest folder common to the
-    matches) without the suffix — ``sub/img_001`` — or with it when two files differ only by
-    suffix (``img.png`` and ``img.tif`` → keys ``img.png``, ``img.tif``).
+    Keys (:func:`fastcell.io.writers.unique_keys`) are paths relative to the folder (or, for a
+    glob, to the deepest folder common to the matches) without the suffix — ``sub/img_001`` — or
+    with it where that would be ambiguous (``img.png`` and ``img.tif`` → keys ``img.png``,
+    ``img.tif``). With ``out``, nothing inside the folders an annotation run writes there is
+    listed (see :func:`fastcell.io.writers.owned_paths`).
 
     Raises
     ------
     FileNotFoundError
         When SRC names nothing, or no image files.
+    ValueError
+        When SRC is inside the output folders of ``out``.
     """
-    from fastcell.io.sources import VIDEO_EXTENSIONS
+    from fastcell.io.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, scan
+    from fastcell.io.writers import owned_paths
 
+    exclude = owned_paths(out) if out is not None else []
     path = Path(source)
+    if os.path.lexists(source):
+        real = os.path.realpath(source)
+        for owned in exclude:
+            inside = os.path.realpath(owned)
+            if real == inside or real.startswith(inside.rstrip(os.sep) + os.sep):
+                raise ValueError(f"the source {text_name(source)} is inside {text_name(owned)}, which this "
+                                 "run writes; choose another --out")
     if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
         return Plan(video=str(path))
-    if path.is_dir():
-        pattern = "**/*" if recursive else "*"
-        files = sorted(str(p) for p in path.glob(pattern) if _is_image(str(p)))
-        root = str(path)
-        if not files:
-            raise FileNotFoundError(f"no image files in folder {path}" + ("" if recursive else " (sub-folders: --recursive)"))
-    elif path.is_file():
-        if not _is_image(str(path)):
-            raise FileNotFoundError(f"{path} is neither an image nor a video file (by its extension)")
-        files, root = [str(path)], str(path.parent)
-    elif any(c in source for c in "*?["):
-        files = sorted(p for p in globlib.glob(source, recursive=True) if _is_image(p))
-        if not files:
-            raise FileNotFoundError(f"the pattern {source!r} matches no image files")
-        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files])
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise FileNotFoundError(f"{text_name(source)} is neither an image nor a video file (by its extension)")
+        plan = Plan(paths=[str(path)])
+        root = str(path.parent)
+    elif path.is_dir() or any(c in source for c in "*?["):
+        listing = scan(source, recursive, exclude)
+        plan = Plan(paths=listing.files, skipped=listing.skipped, ignored=listing.ignored,
+                    excluded=listing.excluded, folders=listing.folders)
+        if not listing.files:
+            if path.is_dir():
+                hint = "" if recursive or not listing.folders else " (sub-folders: --recursive)"
+                what = f"no image files in folder {text_name(source)}{hint}"
+            else:
+                what = f"the pattern {text_name(source)!r} matches no image files"
+            if listing.skipped:
+                first, reason = listing.skipped[0]
+                what += f"; {len(listing.skipped)} entries skipped, e.g. {text_name(first)}: {reason}"
+            raise FileNotFoundError(what)
+        root = (str(path) if path.is_dir() else
+                os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in listing.files]))
+    elif os.path.lexists(source):
+        raise FileNotFoundError(f"{text_name(source)} is not a file, folder or pattern that can be read")
     else:
-        raise FileNotFoundError(f"no such file, folder or pattern: {source!r}")
-    return Plan(paths=files, items=_items(files, root))
+        raise FileNotFoundError(f"no such file, folder or pattern: {text_name(source)!r}")
+    plan.items = _items(plan.paths, root)
+    return plan
 
 
 def _items(files: list[str], root: str) -> list[Any]:
-    from fastcell.io.writers import Item
+    from fastcell.io.writers import Item, unique_keys
 
     rel = [Path(os.path.relpath(os.path.abspath(f), os.path.abspath(root))).as_posix() for f in files]
-    stems = [os.path.splitext(r)[0] for r in rel]
-    clash = {s for s in stems if stems.count(s) > 1} if len(set(stems)) < len(stems) else set()
-    items = []
-    for r, stem in zip(rel, stems):
-        ext = os.path.splitext(r)[1].lower()
-        items.append(Item(key=r if stem in clash else stem, name=r, source_format="jpg" if ext in (".jpg", ".jpeg", ".jpe") else None))
-    return items
+    keys = unique_keys(rel)
+    jpeg = (".jpg", ".jpeg", ".jpe")
+    return [Item(key=key, name=r, source_format="jpg" if os.path.splitext(r)[1].lower() in jpeg else None)
+            for key, r in zip(keys, rel)]
+
+
+def _source_setting(source: str) -> str:
+    """The source as stored in run.json: its real path (a pattern: absolute), so a rerun from
+    another working folder, or through a link, is recognised as the same source."""
+    return os.path.realpath(source) if os.path.exists(source) else os.path.abspath(source)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -193,8 +235,8 @@ def run(args: argparse.Namespace) -> int:
     from fastcell.io.sources import open_source
 
     try:
-        plan = resolve(args.source, args.recursive)
-    except FileNotFoundError as err:
+        plan = resolve(args.source, args.recursive, args.out)
+    except (FileNotFoundError, ValueError) as err:
         print(f"fastcell annotate: {err}", file=sys.stderr)
         return 1
     video = None
@@ -202,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             video = open_source(plan.video, live=False)
         except OSError as err:
-            print(f"fastcell annotate: cannot read {args.source!r}: {err}", file=sys.stderr)
+            print(f"fastcell annotate: cannot read {text_name(args.source)!r}: {err}", file=sys.stderr)
             return 1
     try:
         return _run(args, plan, video)
@@ -223,13 +265,14 @@ def _run(args: argparse.Namespace, plan: Plan, video: Any) -> int:
         annotator = fastcell.load(args.model, args.device, args.precision, segment=segment, keep_image=keep_image,
                                   max_batch=args.batch, verbose=not args.quiet, **overrides)
     except (FileNotFoundError, ImportError, ValueError) as err:  # no such model/backend, bad option
-        print(f"fastcell annotate: cannot open model {args.model!r}: {err}", file=sys.stderr)
+        print(f"fastcell annotate: cannot open model {text_name(args.model)!r}: {err}", file=sys.stderr)
         return 1
     settings = {
         "model": annotator.spec.name,
         "model_sha256": annotator.spec.extra.get("sha256"),
         "backend": f"{annotator.backend.name}/{annotator.backend.precision}",
         "overrides": overrides,
+        "source": _source_setting(args.source),
     }
     try:
         writer = AnnotationWriter(args.out, annotator.spec.classes, formats, image_format=args.image_format,
@@ -252,7 +295,7 @@ def _run(args: argparse.Namespace, plan: Plan, video: Any) -> int:
         annotator.close()
     elapsed = time.perf_counter() - start
     if not args.quiet and outcome.totals is not None:
-        _summary(args, formats, outcome, elapsed)
+        _summary(args, formats, outcome, elapsed, plan)
     if outcome.error is not None:
         error = outcome.error
         cause = error.__cause__ if isinstance(error, StreamError) and error.__cause__ else None
@@ -271,7 +314,7 @@ class _Outcome:
     items: list[Any] = field(default_factory=list)  # every frame of the source, in order
     annotated: int = 0  # written by this run
     already: int = 0  # finished by an earlier run
-    failed: list[str] = field(default_factory=list)  # "path: reason"
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): skipped, then unreadable
     error: BaseException | None = None
     totals: Any = None  # fastcell.io.writers.Totals
 
@@ -284,6 +327,7 @@ def _annotate(args, plan: Plan, video, annotator, writer, outcome: _Outcome, *, 
     from fastcell.io.sources import ImageFiles
     from fastcell.pipeline import StreamError, StreamStalled
 
+    outcome.failed = list(plan.skipped)
     if plan.video is None:
         todo = [i for i, item in enumerate(plan.items) if not writer.is_done(item.key)]
         outcome.items = plan.items
@@ -292,7 +336,8 @@ def _annotate(args, plan: Plan, video, annotator, writer, outcome: _Outcome, *, 
         if not todo:
             progress.close()
             return
-        source: Any = ImageFiles([plan.paths[i] for i in todo], name=args.source, workers=args.workers)
+        source: Any = ImageFiles([plan.paths[i] for i in todo], name=args.source, workers=args.workers,
+                                 max_pixels=args.max_pixels or None)
     else:
         todo = []
         progress = _Progress(len(video) or None, 0, args.quiet)
@@ -326,7 +371,7 @@ def _annotate(args, plan: Plan, video, annotator, writer, outcome: _Outcome, *, 
     finally:
         progress.close()
         if stream is not None:
-            outcome.failed = [f"{path}: {reason}" for path, reason in stream.failed]
+            outcome.failed += list(stream.failed)
 
 
 def _video_item(video: str, index: int) -> Any:
@@ -336,15 +381,27 @@ def _video_item(video: str, index: int) -> Any:
     return Item(key=f"{stem}_{index:06d}", name=f"{stem}_{index:06d}", source_format=None, frame_index=index)
 
 
-def _summary(args, formats, outcome: _Outcome, elapsed: float) -> None:
+def _summary(args, formats, outcome: _Outcome, elapsed: float, plan: Plan) -> None:
+    from fastcell.io.writers import failed_line
+
     totals = outcome.totals
     rate = outcome.annotated / elapsed if elapsed > 0 else 0.0
     cells = " · ".join(f"{name} {n:,}" for name, n in totals.cells.items())
+    skipped = len(plan.skipped)
+    unreadable = len(outcome.failed) - skipped
     print(f"fastcell annotate: {outcome.annotated} image(s) annotated in {elapsed:.1f} s ({rate:.1f} images/s), "
-          f"{outcome.already} already done, {len(outcome.failed)} failed")
-    print(f"  {totals.images} image(s) in {args.out}: {sum(totals.cells.values()):,} cells — {cells}")
+          f"{outcome.already} already done, {unreadable} failed, {skipped} skipped")
+    print(f"  {totals.images} image(s) in {text_name(args.out)}: {sum(totals.cells.values()):,} cells — {cells}")
     print(f"  wrote: {', '.join(formats)}")
     if outcome.failed:
-        print(f"  could not read {len(outcome.failed)} file(s) (listed in {args.out / 'failed.txt'}):")
-        for line in outcome.failed:
-            print(f"    {line}")
+        print(f"  not annotated: {len(outcome.failed)} entr{'y' if len(outcome.failed) == 1 else 'ies'} "
+              f"(listed in {text_name(args.out / 'failed.txt')}):")
+        for entry in outcome.failed:
+            print(f"    {failed_line(entry)}")
+    if plan.ignored:
+        kinds = ", ".join(f"{ext} ×{n}" for ext, n in plan.ignored.items())
+        print(f"  ignored {sum(plan.ignored.values())} other file(s), not images: {kinds}")
+    if plan.folders:
+        print(f"  {plan.folders} sub-folder(s) not entered (--recursive enters them)")
+    if plan.excluded:
+        print(f"  not read: {plan.excluded} entr{'y' if plan.excluded == 1 else 'ies'} inside the output folders")

@@ -61,6 +61,10 @@ def require(module: str, extra: str | None = None, what: str = "") -> ModuleType
     try:
         return importlib.import_module(module)
     except ImportError as err:
+        # pybind11 modules turn an exception during their initialisation into ImportError: a
+        # Ctrl-C that lands there is an interrupt, not a missing package.
+        if isinstance(err.__cause__, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         raise missing(module, extra, what) from err
 
 

@@ -15,8 +15,11 @@ Two layers:
       OUT/crops/<key>/<i>_<class>.<png|jpg>
       OUT/annotations.json            COCO (RLE masks by default)
       OUT/cells.csv                   one row per cell
-      OUT/failed.txt                  sources that could not be read (only when some could not)
-      OUT/.fastcell/                  run settings and per-frame records (what makes it resumable)
+      OUT/failed.txt                  sources that could not be read or were skipped, with reasons
+      OUT/.fastcell/                  run settings, per-frame records (what makes it resumable), tmp/
+
+File names in the text files are escaped as :func:`fastcell.io._names.text_name` says (bytes that
+are not UTF-8, control characters as ``\\xHH``; backslashes doubled).
 
 Writing COCO masks needs no pycocotools; the files load in it.
 """
@@ -28,10 +31,14 @@ from fastcell.io.writers._folder import (
     DEFAULT_FORMATS,
     FAILED_FILE,
     FORMATS,
+    RESERVED_KEYS,
     AnnotationWriter,
     Item,
     SettingsMismatch,
     Totals,
+    failed_line,
+    owned_paths,
+    unique_keys,
 )
 from fastcell.io.writers._rle import compress_counts, encode_mask, rle_counts
 
@@ -46,6 +53,10 @@ __all__ = [
     "COCO_FILE",
     "CSV_FILE",
     "FAILED_FILE",
+    "RESERVED_KEYS",
+    "unique_keys",
+    "owned_paths",
+    "failed_line",
     "encode_mask",
     "rle_counts",
     "compress_counts",

@@ -1,11 +1,13 @@
 """Atomic file and folder replacement: a reader (or a rerun after a kill) sees the old file or the
 new one, never half of one.
 
-Every file is written to a temporary name in the same folder (same file system, so ``os.replace``
-is a rename, which POSIX makes atomic) and then renamed over the final name. The temporary names
-are fixed — ``.<name>.fastcell-tmp`` — rather than random, so a killed run leaves at most one
-stale temporary per final file, which the next run overwrites or removes with
-:func:`remove_stale_temporaries`.
+Every file is written under a temporary name in one *temporary folder* of the output folder
+(``OUT/.fastcell/tmp``: the same file system, so ``os.replace`` is a rename, which POSIX makes
+atomic) and then renamed over its final name. Keeping temporaries out of the folders that hold
+outputs means no output name — whatever the input was called, ``foo.fastcell-tmp.jpg`` included —
+can ever be taken for a temporary, and a killed run's leftovers are all in one place:
+:func:`remove_stale_temporaries` empties it. Temporary names are unique (``tempfile``), so writer
+threads never share one.
 
 Nothing is fsynced: the files survive a killed process (the page cache outlives it), not a power
 failure. Syncing every file would cost a disk flush per file at hundreds of images per second.
@@ -15,31 +17,44 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
-__all__ = ["TMP_SUFFIX", "write_bytes", "write_text", "replace_dir", "staging_dir", "remove_stale_temporaries"]
-
-TMP_SUFFIX = ".fastcell-tmp"
+__all__ = ["write_bytes", "write_text", "replace_dir", "staging_dir", "remove_stale_temporaries"]
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_SUFFIX}")
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically, creating parent folders as needed."""
+def write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path) -> Path:
+    """Write ``data`` to ``path`` atomically through ``tmp_dir``, creating parent folders as needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="file-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
     return path
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically (``\\n`` line ends on every platform)."""
-    return write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | Path, text: str, tmp_dir: str | Path) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (``\\n`` line ends on every platform).
+
+    The text must be valid UTF-8: file names go through :func:`fastcell.io._names.text_name`
+    first, which makes any name so.
+    """
+    return write_bytes(path, text.encode("utf-8"), tmp_dir)
+
+
+def staging_dir(tmp_dir: str | Path) -> Path:
+    """A new, empty folder in ``tmp_dir`` in which to write the contents of a folder."""
+    Path(tmp_dir).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=tmp_dir, prefix="dir-"))
 
 
 def replace_dir(staging: Path, final: Path) -> None:
@@ -49,31 +64,24 @@ def replace_dir(staging: Path, final: Path) -> None:
     killed before it recorded the image as finished) is removed first; a kill between the two
     steps leaves no ``final`` and an unfinished image, which the rerun writes again.
     """
-    if final.exists():
+    if final.is_dir() and not final.is_symlink():
         shutil.rmtree(final)
+    elif final.exists() or final.is_symlink():
+        final.unlink()
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)
 
 
-def staging_dir(final: Path) -> Path:
-    """The temporary sibling in which the contents of folder ``final`` are written."""
-    return _temporary(final)
-
-
-def remove_stale_temporaries(root: str | Path) -> int:
-    """Delete temporary files and folders a killed run left under ``root``; return how many."""
-    removed = 0
-    root = Path(root)
-    if not root.is_dir():
+def remove_stale_temporaries(tmp_dir: str | Path) -> int:
+    """Delete what a killed run left in ``tmp_dir``; return how many entries."""
+    tmp_dir = Path(tmp_dir)
+    if not tmp_dir.is_dir():
         return 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            if name.endswith(TMP_SUFFIX):
-                os.unlink(os.path.join(dirpath, name))
-                removed += 1
-        for name in list(dirnames):
-            if name.endswith(TMP_SUFFIX):
-                shutil.rmtree(os.path.join(dirpath, name))
-                dirnames.remove(name)
-                removed += 1
+    removed = 0
+    for entry in tmp_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed += 1
     return removed

@@ -12,7 +12,15 @@ the same names, by the rerun) and stale temporaries (removed on start); the reru
 recorded frames and rebuilds the aggregates, and the folder ends byte-identical to that of an
 uninterrupted run — given that the model returns the same detections for the same frame. The
 settings that shape the output are stored in ``.fastcell/run.json``; a rerun with other settings is
-refused rather than mixing two kinds of output in one folder.
+refused rather than mixing two kinds of output in one folder — the source among them, when the
+caller names it (``fastcell annotate`` does): two sources are never merged into one folder.
+
+Names: each frame's *key* (its output name) must be unique in the run, never a folder of another
+key (``crops/x/`` would hold ``crops/x/y/``), never one of the writer's own files
+(``yolo/classes.txt``), and unique ignoring case (on a case-insensitive disk ``A`` and ``a`` are
+one file); :func:`unique_keys` gives such keys, and :meth:`AnnotationWriter.paths` refuses others.
+Temporaries live in ``.fastcell/tmp`` (see :mod:`~fastcell.io.writers._atomic`), never beside
+outputs, so no key can be mistaken for one.
 """
 
 from __future__ import annotations
@@ -20,13 +28,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import posixpath
 import shutil
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from fastcell.io._names import text_name
+from fastcell.io._threads import DaemonPool
 from fastcell.io.writers import _atomic
 from fastcell.io.writers import formats as _fmt  # not `formats`: that is the writer's parameter
 from fastcell.results import Result
@@ -36,7 +47,8 @@ try:
 except ImportError:  # Windows: no advisory locks; one run per folder is then up to the user
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["FORMATS", "DEFAULT_FORMATS", "Item", "AnnotationWriter", "SettingsMismatch"]
+__all__ = ["FORMATS", "DEFAULT_FORMATS", "Item", "AnnotationWriter", "SettingsMismatch", "unique_keys", "owned_paths",
+           "RESERVED_KEYS", "failed_line"]
 
 #: Everything ``fastcell annotate --write`` can produce.
 FORMATS = ("yolo", "coco", "voc", "csv", "labels", "segmented", "overlay", "crops")
@@ -50,6 +62,9 @@ _DIRS = {"yolo": "yolo", "voc": "voc", "labels": "labels", "segmented": "segment
 COCO_FILE = "annotations.json"
 CSV_FILE = "cells.csv"
 FAILED_FILE = "failed.txt"
+#: Keys no frame may have: the writer's own files in the per-image folders (``yolo/classes.txt``;
+#: ``data`` too, so that ``yolo/data.*`` stays the writer's).
+RESERVED_KEYS = frozenset({"classes", "data"})
 
 
 class SettingsMismatch(RuntimeError):
@@ -63,8 +78,9 @@ class Item:
     Attributes
     ----------
     key : str
-        Unique within the run, ``/``-separated, no suffix: the stem of every per-image file
-        (``yolo/<key>.txt``, ``labels/<key>.png`` …) and of its record.
+        Unique within the run (see :func:`unique_keys`), ``/``-separated, usually without the
+        suffix: the stem of every per-image file (``yolo/<key>.txt``, ``labels/<key>.png`` …)
+        and of its record.
     name : str
         The frame's name inside annotation files (COCO ``file_name``, VOC ``filename``, CSV
         ``image``): its path relative to the source folder, or ``<video>_<frame>`` for video frames.
@@ -123,6 +139,8 @@ class AnnotationWriter:
 
     Raises
     ------
+    TypeError, ValueError
+        For a setting of the wrong type or value (checked before anything is created or written).
     SettingsMismatch
         The folder holds a run with other settings and ``overwrite`` is false.
     RuntimeError
@@ -144,6 +162,9 @@ class AnnotationWriter:
         overwrite: bool = False,
         workers: int = 2,
     ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise (ValueError if isinstance(workers, int) and not isinstance(workers, bool) else TypeError)(
+                f"workers must be an int >= 0 (0: write inline), got {workers!r}")
         requested = tuple(formats)
         self.formats = tuple(f for f in FORMATS if f in requested)  # canonical order
         unknown = sorted(set(requested) - set(FORMATS))
@@ -164,13 +185,16 @@ class AnnotationWriter:
         self.crops_masked = bool(crops_masked)
         self._state = self.out_dir / _STATE
         self._records = self._state / "records"
+        self._tmp = self._state / "tmp"
         self._lock_file = self._open_lock()
         try:
             self._start(dict(settings or {}), overwrite)
         except BaseException:
             self._lock_file.close()
             raise
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="fastcell-writer") if workers > 0 else None
+        # Daemon threads: an interrupt that skips close() must not leave a thread the interpreter
+        # waits for at exit; a write cut short is safe (temporary, then rename).
+        self._pool = DaemonPool(workers, "fastcell-writer") if workers > 0 else None
         self._max_pending = max(2 * workers, 1)
         self._pending: deque[Future] = deque()
 
@@ -208,6 +232,13 @@ class AnnotationWriter:
             if found != wanted:
                 old, new = found.get("settings", {}), wanted["settings"]
                 diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                if "source" in diff:
+                    raise SettingsMismatch(
+                        f"{text_name(self.out_dir)} holds annotations of another source "
+                        f"({text_name(str(old.get('source')))}, not {text_name(str(new.get('source')))}); "
+                        "two sources are not merged into one folder: choose another output folder, "
+                        "or pass overwrite=True (--overwrite) to start over with this source"
+                    )
                 raise SettingsMismatch(
                     f"{self.out_dir} holds a run made with other settings ({', '.join(diff) or 'format'} "
                     f"differ: {[(k, old.get(k), new.get(k)) for k in diff]}); choose another output "
@@ -216,16 +247,12 @@ class AnnotationWriter:
         if overwrite and self._records.exists():
             shutil.rmtree(self._records)
         self._records.mkdir(parents=True, exist_ok=True)
-        for sub in [*_DIRS.values(), _STATE]:
-            _atomic.remove_stale_temporaries(self.out_dir / sub)
-        for name in (COCO_FILE, CSV_FILE, FAILED_FILE):
-            stale = self.out_dir / f".{name}{_atomic.TMP_SUFFIX}"
-            if stale.exists():
-                stale.unlink()
-        _atomic.write_text(run_file, json.dumps(wanted, indent=2) + "\n")
+        _atomic.remove_stale_temporaries(self._tmp)
+        _atomic.write_text(run_file, json.dumps(wanted, indent=2) + "\n", self._tmp)
 
     # -- paths ------------------------------------------------------------------------------------
     def record_path(self, key: str) -> Path:
+        _check_key(key)
         return self._records / f"{key}.json"
 
     def is_done(self, key: str) -> bool:
@@ -238,7 +265,14 @@ class AnnotationWriter:
         return "jpg" if item.source_format == "jpg" else "png"
 
     def paths(self, item: Item) -> dict[str, Path]:
-        """Where each per-image format of ``item`` goes (crops: a folder)."""
+        """Where each per-image format of ``item`` goes (crops: a folder).
+
+        Raises
+        ------
+        ValueError
+            For a key that is not a relative ``/``-separated name, or is one of :data:`RESERVED_KEYS`.
+        """
+        _check_key(item.key)
         ext = _fmt.IMAGE_FORMATS[self._image_format(item)][0]
         label_ext = _fmt.IMAGE_FORMATS[self.label_format][0]
         suffix = {"yolo": ".txt", "voc": ".xml", "labels": label_ext, "segmented": ext, "overlay": ext, "crops": ""}
@@ -252,7 +286,7 @@ class AnnotationWriter:
             if fmt == "crops":
                 self._write_crops(result, path, img_fmt)
             else:
-                _atomic.write_bytes(path, self._encode(fmt, result, item, img_fmt))
+                _atomic.write_bytes(path, self._encode(fmt, result, item, img_fmt), self._tmp)
         record: dict[str, Any] = {
             "image": _fmt.coco_image(result, item.name, item.frame_index),
             "counts": result.counts(),
@@ -262,7 +296,7 @@ class AnnotationWriter:
             record["annotations"] = _fmt.coco_annotations(result, self.coco_segmentation, runs)
         if "csv" in self.formats:
             record["csv"] = _fmt.csv_rows(result, item.name, runs)
-        _atomic.write_text(self.record_path(item.key), json.dumps(record, separators=(",", ":")) + "\n")
+        _atomic.write_text(self.record_path(item.key), json.dumps(record, separators=(",", ":")) + "\n", self._tmp)
 
     def _encode(self, fmt: str, result: Result, item: Item, img_fmt: str) -> bytes:
         if fmt == "yolo":
@@ -282,10 +316,7 @@ class AnnotationWriter:
         raise AssertionError(fmt)
 
     def _write_crops(self, result: Result, folder: Path, img_fmt: str) -> None:
-        staging = _atomic.staging_dir(folder)
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        staging = _atomic.staging_dir(self._tmp)
         ext = _fmt.IMAGE_FORMATS[img_fmt][0]
         for i, (crop, name) in enumerate(zip(result.crops(masked=self.crops_masked), result.class_names)):
             if crop.size == 0:
@@ -321,8 +352,10 @@ class AnnotationWriter:
         ----------
         items : iterable of Item
             Every frame of the source, in source order (unfinished ones are left out of the files).
-        failed : iterable of str
-            Sources that could not be read: listed in ``failed.txt`` (removed when there are none).
+        failed : iterable of (path, reason) or str
+            Sources that could not be read or were skipped: listed in ``failed.txt`` one a line,
+            ``path: reason`` (the path escaped as :func:`fastcell.io._names.text_name` says),
+            which is removed when there are none.
 
         Returns
         -------
@@ -352,15 +385,15 @@ class AnnotationWriter:
             writer = csv.writer(buffer, lineterminator="\n")
             writer.writerow(_fmt.CSV_HEADER)
             writer.writerows(rows)
-            _atomic.write_text(self.out_dir / CSV_FILE, buffer.getvalue())
+            _atomic.write_text(self.out_dir / CSV_FILE, buffer.getvalue(), self._tmp)
         if "yolo" in self.formats:
             classes_txt, data_yaml = _fmt.yolo_classes(self.classes)
-            _atomic.write_text(self.out_dir / _DIRS["yolo"] / "classes.txt", classes_txt)
-            _atomic.write_text(self.out_dir / _DIRS["yolo"] / "data.yaml", data_yaml)
-        failed = list(failed)
+            _atomic.write_text(self.out_dir / _DIRS["yolo"] / "classes.txt", classes_txt, self._tmp)
+            _atomic.write_text(self.out_dir / _DIRS["yolo"] / "data.yaml", data_yaml, self._tmp)
+        failed = [failed_line(f) for f in failed]
         failed_path = self.out_dir / FAILED_FILE
         if failed:
-            _atomic.write_text(failed_path, "".join(f"{f}\n" for f in failed))
+            _atomic.write_text(failed_path, "".join(f"{f}\n" for f in failed), self._tmp)
         elif failed_path.exists():
             failed_path.unlink()
         return totals
@@ -375,16 +408,24 @@ class AnnotationWriter:
             "categories": _fmt.coco_categories(self.classes),
         }
         # Compact separators keep big files small; no dates, so reruns are byte-identical.
-        _atomic.write_text(self.out_dir / COCO_FILE, json.dumps(document, separators=(",", ":")) + "\n")
+        _atomic.write_text(self.out_dir / COCO_FILE, json.dumps(document, separators=(",", ":")) + "\n", self._tmp)
 
     # -- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:
-        """Wait for the writer threads and release the folder (does not rebuild the aggregates)."""
+        """Wait for the frames submitted, end the writer threads and release the folder (does not
+        rebuild the aggregates). Raises the first writing error, after every frame is done."""
         try:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            self.wait()
+            error = None
+            while self._pending:
+                try:
+                    self._pending.popleft().result()
+                except Exception as err:  # noqa: BLE001 - the others still finish; the first is raised
+                    error = error or err
+            if error is not None:
+                raise error
         finally:
+            if self._pool is not None:
+                self._pool.shutdown()
             self._lock_file.close()
 
     def __enter__(self) -> "AnnotationWriter":
@@ -397,3 +438,83 @@ class AnnotationWriter:
 def _safe(name: str) -> str:
     """A class name usable in a file name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "cell"
+
+
+def failed_line(entry: tuple[str, str] | str) -> str:
+    """One line of ``failed.txt``: ``path: reason``, the path escaped, the reason on one line."""
+    if isinstance(entry, tuple):
+        path, reason = entry
+        text = f"{text_name(path)}: {reason}"
+    else:
+        text = entry
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # a reason may quote a raw name
+    return " ".join(text.splitlines())
+
+
+def _check_key(key: str) -> None:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
+        raise ValueError(f"an output key must be a relative '/'-separated name without '.', '..' or empty "
+                         f"parts, got {text_name(key)!r}")
+    if key.casefold() in RESERVED_KEYS:
+        raise ValueError(f"the output key {key!r} is taken by the writer's own files ({sorted(RESERVED_KEYS)}); "
+                         "use unique_keys()")
+
+
+def unique_keys(names: Iterable[str]) -> list[str]:
+    """Output keys for frames named by distinct relative paths: unique, safe and deterministic.
+
+    Each frame gets the first of these that is free: its name without the suffix
+    (``sub/img_001``) when no other name has the same stem; its full name (``img.png``); its full
+    name and ``~2``, ``~3`` … A key is free when no key taken so far equals it ignoring case, it
+    is not the name of a folder of another frame (``x`` beside ``x/y.jpg``: their crops folders
+    would nest), and it is not one of :data:`RESERVED_KEYS`. Names are taken in sorted order, so
+    the same names always give the same keys.
+
+    Parameters
+    ----------
+    names : iterable of str
+        ``/``-separated relative paths, each different.
+
+    Returns
+    -------
+    list of str
+        One key per name, in the order given.
+    """
+    names = list(names)
+    if len(set(names)) != len(names):
+        raise ValueError("unique_keys needs distinct names")
+    folded = [n.casefold() for n in names]
+    stems = [posixpath.splitext(n)[0] for n in names]
+    stem_count: dict[str, int] = {}
+    for stem in stems:
+        stem_count[stem.casefold()] = stem_count.get(stem.casefold(), 0) + 1
+    folders = {n.rsplit("/", k)[0] for n in folded for k in range(1, n.count("/") + 1)}
+    full = set(folded)
+    taken: set[str] = set()
+
+    def free(key: str) -> bool:
+        k = key.casefold()
+        return k not in taken and k not in folders and k not in RESERVED_KEYS
+
+    keys: dict[int, str] = {}
+    for i in sorted(range(len(names)), key=lambda i: names[i]):
+        name, stem = names[i], stems[i]
+        # the stem only where no other name shares it or is it (img.jpg beside img.jpg.png)
+        candidates = [stem] if stem != name and stem_count[stem.casefold()] == 1 and stem.casefold() not in full else []
+        candidates.append(name)
+        key = next((c for c in candidates if free(c)), None)
+        n = 2
+        while key is None:
+            key = f"{name}~{n}" if free(f"{name}~{n}") else None
+            n += 1
+        taken.add(key.casefold())
+        keys[i] = key
+    return [keys[i] for i in range(len(names))]
+
+
+def owned_paths(out_dir: str | Path) -> list[Path]:
+    """The folders of ``out_dir`` an :class:`AnnotationWriter` writes into (every format's, and
+    ``.fastcell``): a source must never read from them."""
+    out = Path(out_dir)
+    return [out / sub for sub in sorted(set(_DIRS.values()))] + [out / _STATE]

@@ -7,6 +7,10 @@ Coordinate conventions, shared by every format:
 * YOLO: ``class cx cy w h`` normalised by the image width/height, each in [0, 1], 6 decimals.
 * COCO: ``bbox = [x1, y1, x2 - x1, y2 - y1]`` in the same continuous pixels; masks as RLE
   (exact) or polygons through pixel centres (``col + 0.5, row + 0.5``; approximate).
+* File names in every text format (COCO ``file_name``, CSV ``image``, VOC ``filename``, ``folder``
+  and ``path``) go through :func:`fastcell.io._names.text_name`: a name that is not valid UTF-8,
+  or holds a backslash or a control character, is written with those bytes as ``\\xHH`` and
+  backslashes doubled, so every file is valid UTF-8 and the name can be recovered exactly.
 * Pascal VOC: integer, 1-based and inclusive, as the VOC devkit reads them: ``xmin = round(x1) + 1``
   (the first covered pixel, counted from 1) and ``xmax = round(x2)`` (the last covered pixel), so
   ``x1 ≈ xmin - 1`` and ``x2 ≈ xmax`` within half a pixel.
@@ -21,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fastcell.io._names import text_name
 from fastcell.ops import coco_rle
 from fastcell.results import Result
 
@@ -131,10 +136,10 @@ def voc_xml(result: Result, filename: str, folder: str = "", path: str | None = 
     """
     height, width = _size(result)
     root = ET.Element("annotation")
-    ET.SubElement(root, "folder").text = folder
-    ET.SubElement(root, "filename").text = filename
+    ET.SubElement(root, "folder").text = text_name(folder)
+    ET.SubElement(root, "filename").text = text_name(filename)
     if path is not None:
-        ET.SubElement(root, "path").text = path
+        ET.SubElement(root, "path").text = text_name(path)
     ET.SubElement(ET.SubElement(root, "source"), "database").text = "fastcell"
     size = ET.SubElement(root, "size")
     for tag, value in (("width", width), ("height", height), ("depth", _depth(result))):
@@ -163,7 +168,7 @@ def coco_image(result: Result, file_name: str, frame_index: int | None = None) -
     ``frame_index`` (a video frame's position) is added as an extra field when given.
     """
     height, width = _size(result)
-    entry: dict[str, Any] = {"file_name": file_name, "width": width, "height": height}
+    entry: dict[str, Any] = {"file_name": text_name(file_name), "width": width, "height": height}
     if frame_index is not None:
         entry["frame_index"] = int(frame_index)
     return entry
@@ -259,6 +264,7 @@ def csv_rows(result: Result, image_name: str, runs: list[tuple[str, int]] | None
     if result.labels is not None and runs is None:
         runs = mask_runs(result)
     rows = []
+    image_name = text_name(image_name)
     for i, (box, score, cls, name) in enumerate(zip(result.boxes, result.scores, result.class_ids, result.class_names)):
         coords = [_fmt(float(v), 2) for v in box]
         area = str(runs[i][1]) if runs is not None else ""
