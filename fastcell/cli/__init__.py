@@ -98,6 +98,24 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def cell_size(text: str) -> float | str | None:
+    """argparse type of ``--cell-size``: ``auto``, ``none`` or a finite number of pixels > 0."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or a cell diameter in pixels, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a cell diameter in pixels > 0, got {text}")
+    return value
+
+
+CELL_SIZE_HELP = ("typical cell diameter in the frames' pixels: frames whose cells would be larger than the "
+                  "model's training scale are scaled down to it; 'auto' re-runs only frames whose cells came "
+                  "out too large or not at all; 'none': plain letterbox (default: the model's setting)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error: the full usage of a command with 25 options buries it."""
 

@@ -41,10 +41,11 @@ from fastcell.io._names import text_name
 
 #: seconds one image read (or video frame) may block before the run stops; a rerun resumes
 READ_STALL_TIMEOUT = 300.0
+_MODEL_SETTING = object()  # --cell-size not given: the model's own setting
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from fastcell.cli import non_negative_int, positive_int, unit_interval
+    from fastcell.cli import CELL_SIZE_HELP, cell_size, non_negative_int, positive_int, unit_interval
     from fastcell.io.sources import MAX_PIXELS
     from fastcell.io.writers import DEFAULT_FORMATS, FORMATS
 
@@ -83,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # decoding and writing are compiled code that releases the GIL: they scale with the host's cores
     parser.add_argument("--workers", type=positive_int, default=max(2, host_threads()),
                         help="decoding and writing threads each (default: the host's cores, at least 2: %(default)s)")
+    parser.add_argument("--cell-size", type=cell_size, default=_MODEL_SETTING, help=CELL_SIZE_HELP)
     parser.add_argument("--max-pixels", type=non_negative_int, default=MAX_PIXELS,
                         help="largest image (width x height) read; larger ones are refused from their header "
                              "before decoding; 0: no limit (default: %(default)s)")
@@ -193,7 +195,10 @@ def _source_setting(source: str) -> str:
 # -- the run ---------------------------------------------------------------------------------------
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     pairs = {"score_threshold": args.score, "nms_iou": args.nms_iou, "merge": args.merge, "max_detections": args.max_detections}
-    return {k: v for k, v in pairs.items() if v is not None}
+    overrides = {k: v for k, v in pairs.items() if v is not None}
+    if args.cell_size is not _MODEL_SETTING:  # None ("none") is a setting of its own
+        overrides["cell_size"] = args.cell_size
+    return overrides
 
 
 def _needs(formats: tuple[str, ...], args: argparse.Namespace) -> tuple[bool, bool]:

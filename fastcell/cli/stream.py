@@ -15,8 +15,11 @@ import sys
 import time
 
 
+_MODEL_SETTING = object()  # --cell-size not given: the model's own setting
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from fastcell.cli import positive_int
+    from fastcell.cli import CELL_SIZE_HELP, cell_size, positive_int
 
     parser.add_argument("source", help="camera index (0), video file, rtsp:// or http:// URL, folder or glob")
     parser.add_argument("--model", default="default", help="model name or path to model.json (default: %(default)s)")
@@ -34,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: 10 for cameras and URLs, none for files and folders)")
     parser.add_argument("--reconnect", type=int, default=0, help="reconnect attempts after a camera/URL disconnect")
     parser.add_argument("--no-segment", action="store_true", help="boxes only (skip the masks)")
+    parser.add_argument("--cell-size", type=cell_size, default=_MODEL_SETTING, help=CELL_SIZE_HELP)
     parser.add_argument("--show", action="store_true", help="show a window with the detections, if a display exists")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between status lines (default: %(default)s)")
 
@@ -83,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
         if args.show and window is None:
             print("fastcell: no display available (or headless OpenCV): printing statistics only", file=sys.stderr)
         try:
+            options = {} if args.cell_size is _MODEL_SETTING else {"cell_size": args.cell_size}
             annotator = fastcell.load(args.model, args.device, args.precision, segment=not args.no_segment,
-                                      keep_image=window is not None, max_batch=args.batch_size or 8)
+                                      keep_image=window is not None, max_batch=args.batch_size or 8, **options)
         except (FileNotFoundError, ImportError, ValueError) as err:  # no such model/backend, bad option
             print(f"fastcell stream: cannot open model {args.model!r}: {err}", file=sys.stderr)
             return 1
