@@ -134,6 +134,9 @@ py::list postprocess(py::handle heads, py::handle params_obj, py::handle strides
 
 void register_boxes(py::module_& m) {
   using namespace pybind11::literals;
+  m.attr("MAX_COORDINATE") = static_cast<double>(core::kMaxCoordinate);
+  m.attr("MAX_ANCHOR") = static_cast<double>(core::kMaxAnchor);
+  m.attr("MAX_CLASSES") = core::kMaxClasses;
   m.def("box_iou", &box_iou, "a"_a, "b"_a, "Pairwise IoU (N, M) float32 of (N, 4) and (M, 4) corner boxes.");
   m.def("decode", &decode, "heads"_a, "strides"_a, "anchors"_a, "num_classes"_a, "score_threshold"_a,
         "YOLOv3 heads → per image (boxes, scores, class_ids) in network-input pixels.");

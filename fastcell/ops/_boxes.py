@@ -22,12 +22,13 @@ from fastcell._core_loader import core as _core
 
 __all__ = ["box_iou", "decode", "nms", "gbciou_merge", "postprocess", "MAX_COORDINATE", "MAX_ANCHOR", "MAX_CLASSES"]
 
+# The limits live in the C++ core (types.hpp, decode.hpp); these are its values.
 #: The largest box coordinate magnitude the box kernels accept, in pixels (2**62).
-MAX_COORDINATE = 2.0**62
+MAX_COORDINATE: float = _core.MAX_COORDINATE
 #: The largest anchor side :func:`decode` accepts, in pixels (2**56): a box is at most 62.5 × its anchor.
-MAX_ANCHOR = 2.0**56
-#: The largest ``num_classes`` (the class channel index must fit a 32-bit int).
-MAX_CLASSES = 2**31 - 6
+MAX_ANCHOR: float = _core.MAX_ANCHOR
+#: The largest ``num_classes`` (the class channel index must fit a 32-bit int): 2**31 - 6.
+MAX_CLASSES: int = _core.MAX_CLASSES
 
 Detections = tuple[np.ndarray, np.ndarray, np.ndarray]
 
