@@ -47,7 +47,8 @@ def boxes_of(n: int, elements=coordinate):
 def scored_boxes(draw, max_n: int = 30, elements=coordinate):
     n = draw(st.integers(0, max_n))
     boxes = draw(boxes_of(n, elements))
-    scores = draw(hnp.arrays(np.float32, (n,), elements=st.sampled_from([0.1, 0.5, 0.5, 0.9, 1.0]) | st.floats(0, 1, width=32)))
+    score = st.sampled_from([0.1, 0.5, 0.5, 0.9, 1.0]) | st.floats(0, 1, width=32)  # ties are common
+    scores = draw(hnp.arrays(np.float32, (n,), elements=score))
     class_ids = draw(hnp.arrays(np.int32, (n,), elements=st.integers(0, 2)))
     return boxes, scores, class_ids
 

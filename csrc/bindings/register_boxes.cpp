@@ -94,7 +94,8 @@ py::tuple gbciou_merge(py::handle boxes_obj, py::handle scores_obj, py::handle c
   return to_numpy(merged);
 }
 
-py::list postprocess(py::handle heads, py::handle params_obj, py::handle strides, py::handle anchors, long long num_classes,
+py::list postprocess(py::handle heads, py::handle params_obj, py::handle strides, py::handle anchors,
+                     long long num_classes,
                      double score_threshold, double nms_iou, const std::string& merge, double gbciou, double merge_iou,
                      bool class_agnostic, std::optional<py::ssize_t> max_detections) {
   const Heads h = parse_heads(heads, strides, anchors);
