@@ -221,6 +221,27 @@ def test_cuda_bindings_refuse_what_the_cpu_refuses_with_the_same_message(name, a
     assert (type(gpu.value), str(gpu.value)) == (type(cpu.value), str(cpu.value))
 
 
+@pytest.mark.parametrize("cpu, device", [
+    (lambda c: c.decode([_HEAD], [8], [_ANCHORS], 2**31 - 1, 0.25),
+     lambda c: c.cuda_decode_device([1], [_HEAD.shape], [8.0], [_ANCHORS], 2**31 - 1, 0.25, 0)),
+    (lambda c: c.decode([_HEAD], [8], [_ANCHORS], 2, 0.25),
+     lambda c: c.cuda_decode_device([1], [_HEAD.shape], [8.0], [_ANCHORS], 2, 0.25, 0)),
+    (lambda c: c.decode([_HEAD], [8], [np.full((3, 2), 3e38, np.float32)], 1, 0.25),
+     lambda c: c.cuda_decode_device([1], [_HEAD.shape], [8.0], [np.full((3, 2), 3e38, np.float32)], 1, 0.25, 0)),
+    (lambda c: c.segment_cells(_IMAGE, *_NO_BOXES, (0, 0, 0), (999, 0, 0)),
+     lambda c: c.cuda_segment_cells_device(1, 4, 4, 12, *_NO_BOXES, (0, 0, 0), (999, 0, 0))),
+    (lambda c: c.segment_cells(_IMAGE, *_NO_BOXES, None, None, "circle", (0, 0, 300)),
+     lambda c: c.cuda_segment_cells_device(1, 4, 4, 12, *_NO_BOXES, None, None, "circle", (0, 0, 300))),
+])
+def test_cuda_device_pointer_entries_refuse_with_the_cpu_message(cpu, device) -> None:
+    core = _cuda_core()
+    with pytest.raises((TypeError, ValueError)) as want:
+        cpu(core)
+    with pytest.raises((TypeError, ValueError)) as got:
+        device(core)  # pointer 1 is never read: the arguments are refused first
+    assert (type(got.value), str(got.value)) == (type(want.value), str(want.value))
+
+
 def test_cuda_letterbox_of_no_frames_needs_no_device() -> None:
     params = _cuda_core().cuda_letterbox_batch_device(0, 0, 4, 4, 3, 12, 48, 416, 114.0, 0, 0)
     assert params.shape == (0, 5) and params.dtype == np.float32
