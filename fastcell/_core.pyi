@@ -18,6 +18,10 @@ def simd() -> Literal["avx512", "avx2", "portable"]: ...
 def set_simd_limit(limit: Literal["avx512", "avx2", "portable"]) -> None: ...
 
 # --- box kernels (register_boxes.cpp) ---------------------------------------------------------------------
+MAX_COORDINATE: float
+MAX_ANCHOR: float
+MAX_CLASSES: int
+
 def box_iou(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
 def decode(
     heads: Sequence[npt.ArrayLike],

@@ -172,16 +172,74 @@ _NO_BOXES = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
     (lambda c: c.cuda_letterbox_batch(np.zeros((1, 4, 4, 3), np.uint8), size=0), r"size must be in \[1, 16384\]"),
     (lambda c: c.cuda_letterbox_batch(np.zeros((1, 4, 4, 3), np.uint8), pad_value=300), "pad_value must be"),
     (lambda c: c.cuda_letterbox_batch_device(0, -1, 4, 4, 3, 12, 48, 416, 114.0, 0, 0), "count must be"),
-    (lambda c: c.cuda_decode([], [], [], 3, 0.25), "heads must hold at least one head output"),
-    (lambda c: c.cuda_nms(np.zeros((2, 3), np.float32), np.zeros(2, np.float32), 0.5), r"boxes must be \(N, 4\)"),
-    (lambda c: c.cuda_nms(np.full((1, 4), np.nan, np.float32), np.zeros(1, np.float32), 0.5), "NaN or infinity"),
-    (lambda c: c.cuda_segment_cells(np.zeros((4, 4, 3), np.uint8), *_NO_BOXES, (0, 0, 0), (999, 0, 0)),
-     r"hsv_high\[0\] must be in \[0, 180\], got 999"),
-    (lambda c: c.cuda_segment_cells(np.zeros((4, 4, 3), np.uint8), *_NO_BOXES, fill=(0, 0, 300)), r"fill\[2\]"),
 ])
 def test_cuda_bindings_refuse_bad_arguments_with_or_without_a_gpu(call, message) -> None:
     with pytest.raises(ValueError, match=message):
         call(_cuda_core())
+
+
+_HEAD = np.zeros((1, 18, 2, 2), np.float32)
+_ANCHORS = np.ones((3, 2), np.float32)
+_BOXES = np.array([[0, 0, 10, 10], [5, 5, 15, 15]], np.float32)
+_SCORES = np.array([0.9, 0.8], np.float32)
+_IMAGE = np.zeros((4, 4, 3), np.uint8)
+
+
+# (name of the function in both bindings, arguments): each one refused before any device is touched.
+@pytest.mark.parametrize("name, args", [
+    ("decode", ([], [], [], 1, 0.25)),
+    ("decode", ([_HEAD], [8, 16], [_ANCHORS], 1, 0.25)),
+    ("decode", ([_HEAD], [8], [_ANCHORS], 2**31 - 1, 0.25)),
+    ("decode", ([_HEAD], [8], [_ANCHORS], 2, 0.25)),
+    ("decode", ([_HEAD], [8], [np.full((3, 2), 3e38, np.float32)], 1, 0.25)),
+    ("decode", ([_HEAD], [3e38], [_ANCHORS], 1, 0.25)),
+    ("decode", ([_HEAD[0]], [8], [_ANCHORS], 1, 0.25)),
+    ("decode", ([_HEAD], [8], [_ANCHORS], 1, float("nan"))),
+    ("decode", (5, [8], [_ANCHORS], 1, 0.25)),
+    ("nms", (np.zeros((2, 3), np.float32), _SCORES, 0.5)),
+    ("nms", (np.full((2, 4), np.nan, np.float32), _SCORES, 0.5)),
+    ("nms", (_BOXES * np.float32(1e19), _SCORES, 0.5)),
+    ("nms", (_BOXES, _SCORES[:1], 0.5)),
+    ("nms", (_BOXES, _SCORES, 0.5, np.array([0.0, 1.0]))),
+    ("nms", (_BOXES, _SCORES, 0.5, np.array([0, 2**40]))),
+    ("nms", (_BOXES, _SCORES, float("inf"))),
+    ("gbciou_merge", (_BOXES, _SCORES, None, 0.5, "chain")),
+    ("gbciou_merge", (_BOXES, _SCORES, None, float("nan"))),
+    ("segment_cells", (_IMAGE, *_NO_BOXES, (0, 0, 0), (999, 0, 0))),
+    ("segment_cells", (_IMAGE, *_NO_BOXES, (0, 0, 0), None)),
+    ("segment_cells", (_IMAGE, *_NO_BOXES, (0, 0), (1, 2, 3))),
+    ("segment_cells", (_IMAGE, *_NO_BOXES, None, None, "square")),
+    ("segment_cells", (_IMAGE, *_NO_BOXES, None, None, "circle", (0, 0, 300))),
+    ("segment_cells", (_IMAGE, *_NO_BOXES, None, None, "circle", "red")),
+])
+def test_cuda_bindings_refuse_what_the_cpu_refuses_with_the_same_message(name, args) -> None:
+    core = _cuda_core()
+    with pytest.raises((TypeError, ValueError)) as cpu:
+        getattr(core, name)(*args)
+    with pytest.raises((TypeError, ValueError)) as gpu:
+        getattr(core, "cuda_" + name)(*args)
+    assert (type(gpu.value), str(gpu.value)) == (type(cpu.value), str(cpu.value))
+
+
+@pytest.mark.parametrize("cpu, device", [
+    (lambda c: c.decode([_HEAD], [8], [_ANCHORS], 2**31 - 1, 0.25),
+     lambda c: c.cuda_decode_device([1], [_HEAD.shape], [8.0], [_ANCHORS], 2**31 - 1, 0.25, 0)),
+    (lambda c: c.decode([_HEAD], [8], [_ANCHORS], 2, 0.25),
+     lambda c: c.cuda_decode_device([1], [_HEAD.shape], [8.0], [_ANCHORS], 2, 0.25, 0)),
+    (lambda c: c.decode([_HEAD], [8], [np.full((3, 2), 3e38, np.float32)], 1, 0.25),
+     lambda c: c.cuda_decode_device([1], [_HEAD.shape], [8.0], [np.full((3, 2), 3e38, np.float32)], 1, 0.25, 0)),
+    (lambda c: c.segment_cells(_IMAGE, *_NO_BOXES, (0, 0, 0), (999, 0, 0)),
+     lambda c: c.cuda_segment_cells_device(1, 4, 4, 12, *_NO_BOXES, (0, 0, 0), (999, 0, 0))),
+    (lambda c: c.segment_cells(_IMAGE, *_NO_BOXES, None, None, "circle", (0, 0, 300)),
+     lambda c: c.cuda_segment_cells_device(1, 4, 4, 12, *_NO_BOXES, None, None, "circle", (0, 0, 300))),
+])
+def test_cuda_device_pointer_entries_refuse_with_the_cpu_message(cpu, device) -> None:
+    core = _cuda_core()
+    with pytest.raises((TypeError, ValueError)) as want:
+        cpu(core)
+    with pytest.raises((TypeError, ValueError)) as got:
+        device(core)  # pointer 1 is never read: the arguments are refused first
+    assert (type(got.value), str(got.value)) == (type(want.value), str(want.value))
 
 
 def test_cuda_letterbox_of_no_frames_needs_no_device() -> None:

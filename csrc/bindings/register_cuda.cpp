@@ -4,10 +4,11 @@
 //
 // Built without CUDA, this registers only cuda_device_count() (always 0) and cuda_runtime_version()
 // (None), so callers can ask without an ImportError; core.has_cuda() says which build this is.
-// The round-trip functions take C-contiguous arrays of the exact dtype (no conversion: they are an
-// internal test/benchmark surface, the public API is fastcell.ops); they release the GIL around
-// the device work, which only reads the inputs and writes new arrays.
-#include <array>
+// cuda_decode, cuda_nms and cuda_gbciou_merge check and convert their arguments exactly as their CPU
+// twins do (checks.hpp: same conversions, same messages); the image round trips take C-contiguous
+// arrays of the exact dtype (an internal test/benchmark surface; the public API is fastcell.ops) but
+// share the CPU's HSV, disc and fill checks. All release the GIL around the device work, which only
+// reads the inputs and writes new arrays.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -125,43 +126,26 @@ py::array_t<float> letterbox_batch_device(std::uintptr_t frames, int count, int 
   return params_array(params);
 }
 
-py::tuple detections_tuple(const core::Detections& d) {
-  const auto k = static_cast<py::ssize_t>(d.size());
-  py::array_t<float> boxes({k, py::ssize_t{4}});
-  py::array_t<float> scores(k);
-  py::array_t<std::int32_t> classes(k);
-  std::copy(d.boxes.begin(), d.boxes.end(), boxes.mutable_data());
-  std::copy(d.scores.begin(), d.scores.end(), scores.mutable_data());
-  std::copy(d.class_ids.begin(), d.class_ids.end(), classes.mutable_data());
-  return py::make_tuple(boxes, scores, classes);
-}
-
-py::list decode(const std::vector<carray<float>>& heads, const std::vector<float>& strides,
-                const std::vector<carray<float>>& anchors, int num_classes, double score_threshold) {
-  if (heads.empty()) throw py::value_error("heads must hold at least one head output, got an empty list");
-  if (heads.size() != strides.size() || heads.size() != anchors.size())
-    throw py::value_error("heads, strides and anchors must have one entry per head");
-  std::vector<core::HeadView> views(heads.size());
-  std::vector<cuda::DeviceBuffer<float>> device(heads.size());
-  for (std::size_t k = 0; k < heads.size(); ++k) {
-    expect(heads[k].ndim() == 4, "heads[" + std::to_string(k) + "] must be (N, A(C+5), H, W) float32", heads[k]);
-    expect(anchors[k].ndim() == 2 && anchors[k].shape(1) == 2, "anchors[" + std::to_string(k) + "] must be (A, 2)",
-           anchors[k]);
-    views[k] = core::HeadView{nullptr, heads[k].shape(0), heads[k].shape(1), heads[k].shape(2), heads[k].shape(3),
-                              strides[k], anchors[k].data(), static_cast<int>(anchors[k].shape(0))};
-  }
+py::list decode(py::handle heads, py::handle strides, py::handle anchors, long long num_classes,
+                double score_threshold) {
+  // The CPU binding's checks, in its order: the same input gets the same error.
+  finite(score_threshold, "score_threshold");
+  Heads h = parse_heads(heads, strides, anchors);
+  const int classes = checked_num_classes(num_classes);
+  core::check_head_shapes(h.views, classes);  // reads no value: refused with or without a device
   require_device();
+  std::vector<cuda::DeviceBuffer<float>> device(h.views.size());
   std::vector<core::Detections> result;
   {
-    py::gil_scoped_release release;
-    for (std::size_t k = 0; k < heads.size(); ++k) {
-      device[k].upload(heads[k].data(), static_cast<std::size_t>(heads[k].size()), kStream);
-      views[k].data = device[k].data();
+    py::gil_scoped_release release;  // safe: h owns the host arrays the views point into
+    for (std::size_t k = 0; k < h.views.size(); ++k) {
+      device[k].upload(h.arrays[k].data(), static_cast<std::size_t>(h.arrays[k].size()), kStream);
+      h.views[k].data = device[k].data();
     }
-    result = cuda::decode(views, num_classes, score_threshold, kStream);
+    result = cuda::decode(h.views, classes, score_threshold, kStream);
   }
   py::list out;
-  for (const auto& d : result) out.append(detections_tuple(d));
+  for (const auto& d : result) out.append(to_numpy(d));
   return out;
 }
 
@@ -172,80 +156,61 @@ struct BoxArgs {
   bool has_classes = false;
 };
 
-// Checks (N, 4) / (N,) / (N,) and finiteness on the host (the core's messages), then uploads.
-void upload_boxes(const carray<float>& boxes, const carray<float>& scores, const std::optional<carray<std::int32_t>>& cls,
-                  BoxArgs& args) {
-  expect(boxes.ndim() == 2 && boxes.shape(1) == 4, "boxes must be (N, 4) float32", boxes);
-  expect(scores.ndim() == 1 && scores.shape(0) == boxes.shape(0), "scores must be (N,) float32 matching boxes", scores);
-  if (cls) expect(cls->ndim() == 1 && cls->shape(0) == boxes.shape(0), "class_ids must be (N,) int32", *cls);
+// The CPU binding's checks (checks.hpp) and the core's value check, then the upload.
+void upload_boxes(py::handle boxes_obj, py::handle scores_obj, py::handle class_ids_obj, BoxArgs& args) {
+  const FloatArray boxes = boxes_array(boxes_obj, "boxes");
+  const FloatArray scores = vector_array(scores_obj, "scores", boxes.shape(0));
+  std::vector<std::int32_t> ids;
+  if (!class_ids_obj.is_none()) ids = class_ids_vector(class_ids_obj, boxes.shape(0));
   args.n = static_cast<std::size_t>(boxes.shape(0));
   core::check_finite_boxes(boxes.data(), scores.data(), args.n);
   require_device();
   args.boxes.upload(boxes.data(), 4 * args.n, kStream);
   args.scores.upload(scores.data(), args.n, kStream);
-  args.has_classes = cls.has_value();
-  if (cls) args.classes.upload(cls->data(), args.n, kStream);
+  args.has_classes = !class_ids_obj.is_none();
+  if (args.has_classes) args.classes.upload(ids.data(), args.n, kStream);
+  // boxes, scores and ids go when this returns; an asynchronous copy may still be reading them.
+  cuda::check_cuda(cudaStreamSynchronize(kStream), "cudaStreamSynchronize");
 }
 
-py::array_t<std::int64_t> nms(const carray<float>& boxes, const carray<float>& scores, float iou_threshold,
-                              const std::optional<carray<std::int32_t>>& class_ids) {
+py::array_t<std::int64_t> nms(py::handle boxes, py::handle scores, double iou_threshold, py::handle class_ids) {
+  const float threshold = static_cast<float>(finite(iou_threshold, "iou_threshold"));
   BoxArgs args;
-  std::vector<std::int64_t> keep;
   upload_boxes(boxes, scores, class_ids, args);
+  std::vector<std::int64_t> keep;
   {
     py::gil_scoped_release release;
     keep = cuda::nms(args.boxes.data(), args.scores.data(), args.has_classes ? args.classes.data() : nullptr, args.n,
-                     iou_threshold, kStream);
+                     threshold, kStream);
   }
-  py::array_t<std::int64_t> out(static_cast<py::ssize_t>(keep.size()));
-  std::copy(keep.begin(), keep.end(), out.mutable_data());
-  return out;
+  return to_numpy(keep, {static_cast<py::ssize_t>(keep.size())});
 }
 
-py::tuple gbciou_merge(const carray<float>& boxes, const carray<float>& scores,
-                       const std::optional<carray<std::int32_t>>& class_ids, double threshold, const std::string& mode,
-                       float merge_iou) {
-  core::MergeOptions options;
-  if (mode == "multi") options.mode = core::MergeMode::multi;
-  else if (mode == "single") options.mode = core::MergeMode::single;
-  else if (mode == "none") options.mode = core::MergeMode::none;
-  else throw py::value_error("mode must be 'multi', 'single' or 'none', got '" + mode + "'");
-  options.threshold = threshold;
-  options.merge_iou = merge_iou;
+py::tuple gbciou_merge(py::handle boxes, py::handle scores, py::handle class_ids, double threshold,
+                       const std::string& mode, double merge_iou) {
+  const core::MergeOptions options{merge_mode(mode), finite(threshold, "threshold"),
+                                   static_cast<float>(finite(merge_iou, "merge_iou"))};
   BoxArgs args;
-  core::Detections merged;
   upload_boxes(boxes, scores, class_ids, args);
+  core::Detections merged;
   {
     py::gil_scoped_release release;
     merged = cuda::gbciou_merge(args.boxes.data(), args.scores.data(), args.has_classes ? args.classes.data() : nullptr,
                                 args.n, options, kStream);
   }
-  return detections_tuple(merged);
+  return to_numpy(merged);
 }
 
 py::tuple segment_cells(const carray<std::uint8_t>& image, const carray<float>& boxes, const carray<float>& scores,
-                        const std::optional<std::array<int, 3>>& hsv_low, const std::optional<std::array<int, 3>>& hsv_high,
-                        const std::string& disc, const std::array<int, 3>& fill) {
+                        const py::object& hsv_low, const py::object& hsv_high, const std::string& disc,
+                        const py::object& fill) {
   expect(image.ndim() == 3 && image.shape(2) == 3, "image must be (H, W, 3) uint8 BGR", image);
   expect(boxes.ndim() == 2 && boxes.shape(1) == 4, "boxes must be (K, 4) float32", boxes);
   expect(scores.ndim() == 1 && scores.shape(0) == boxes.shape(0), "scores must be (K,) float32", scores);
-  if (hsv_low.has_value() != hsv_high.has_value())
-    throw py::value_error("hsv_low and hsv_high must both be given or both be None");
+  // The CPU binding's checks and messages (checks.hpp), in its order.
+  const core::HsvRange hsv = hsv_range(hsv_low, hsv_high);
   const core::DiscShape shape = disc_shape(disc);
-  core::HsvRange hsv;
-  if (hsv_low) {
-    hsv.enabled = true;
-    // The CPU binding's bounds: H 0..179 (180 as an upper bound), S and V 0..255. Never wrapped mod 256.
-    const int top[3] = {180, 255, 255};
-    for (int i = 0; i < 3; ++i) {
-      const auto k = static_cast<std::size_t>(i);
-      hsv.low[i] = static_cast<std::uint8_t>(checked_value((*hsv_low)[k], 0, top[i], "hsv_low[" + std::to_string(i) + "]"));
-      hsv.high[i] = static_cast<std::uint8_t>(checked_value((*hsv_high)[k], 0, top[i], "hsv_high[" + std::to_string(i) + "]"));
-    }
-  }
-  std::uint8_t fill_bgr[3];
-  for (int i = 0; i < 3; ++i)
-    fill_bgr[i] = static_cast<std::uint8_t>(checked_value(fill[static_cast<std::size_t>(i)], 0, 255, "fill[" + std::to_string(i) + "]"));
+  const auto fill_bgr = triple(fill, "fill", {255, 255, 255});
   require_device();
   const int h = static_cast<int>(image.shape(0)), w = static_cast<int>(image.shape(1));
   const int count = static_cast<int>(boxes.shape(0));
@@ -267,7 +232,7 @@ py::tuple segment_cells(const carray<std::uint8_t>& image, const carray<float>& 
     d_scores.upload(score_data, static_cast<std::size_t>(count), kStream);
     cuda::segment_cells(core::ImageView<std::uint8_t>{d_image.data(), h, w, 3, static_cast<std::ptrdiff_t>(w) * 3},
                         d_boxes.data(), d_scores.data(), count,
-                        shape, hsv, fill_bgr,
+                        shape, hsv, fill_bgr.data(),
                         d_labels.data(), d_segmented.data(), kStream);
     d_labels.download(labels_out, pixels, kStream);
     d_segmented.download(segmented_out, 3 * pixels, kStream);
@@ -296,7 +261,7 @@ void register_cuda(py::module_& m) {
   m.def("cuda_gbciou_merge", &gbciou_merge, "boxes"_a, "scores"_a, "class_ids"_a, "threshold"_a = 0.5,
         "mode"_a = "multi", "merge_iou"_a = 0.5, "CUDA twin of gbciou_merge.");
   m.def("cuda_segment_cells", &segment_cells, "image"_a, "boxes"_a, "scores"_a, "hsv_low"_a = py::none(),
-        "hsv_high"_a = py::none(), "disc"_a = "circle", "fill"_a = std::array<int, 3>{0, 0, 0},
+        "hsv_high"_a = py::none(), "disc"_a = "circle", "fill"_a = py::make_tuple(0, 0, 0),
         "CUDA twin of segment_cells.");
 #else
   m.def("cuda_device_count", []() { return 0; }, "CUDA devices visible: always 0, this build has no CUDA kernels.");

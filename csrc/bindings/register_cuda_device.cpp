@@ -10,7 +10,6 @@
 // without CUDA, this file registers nothing (register_cuda.cpp's cuda_device_count says 0).
 #include <array>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,8 +48,8 @@ int in_range(long long v, long long low, long long high, const std::string& name
 
 // pointers[h]: device address of head h, (batch, channels, height, width) float32 C-contiguous.
 py::list decode_device(const std::vector<std::uintptr_t>& pointers, const std::vector<std::array<std::int64_t, 4>>& shapes,
-                       const std::vector<float>& strides, const std::vector<carray<float>>& anchors, int num_classes,
-                       double score_threshold, std::uintptr_t stream) {
+                       const std::vector<float>& strides, const std::vector<carray<float>>& anchors,
+                       long long num_classes, double score_threshold, std::uintptr_t stream) {
   const std::size_t n = pointers.size();
   if (n == 0) throw py::value_error("pointers must hold at least one head, got none");
   if (shapes.size() != n || strides.size() != n || anchors.size() != n)
@@ -69,25 +68,20 @@ py::list decode_device(const std::vector<std::uintptr_t>& pointers, const std::v
     views[k] = core::HeadView{reinterpret_cast<const float*>(pointers[k]), s[0], s[1], s[2], s[3], strides[k],
                               anchors[k].data(), static_cast<int>(anchors[k].shape(0))};
   }
+  // The CPU binding's checks and messages (checks.hpp, core::check_head_shapes), before any device.
+  finite(score_threshold, "score_threshold");
+  const int classes = checked_num_classes(num_classes);
+  core::check_head_shapes(views, classes);
   require_device();
   std::vector<core::Detections> result;
   {
     // Safe without the GIL: the views point into the caller's device memory and the anchors arrays,
     // which this call's arguments keep alive until it returns.
     py::gil_scoped_release release;
-    result = cuda::decode(views, num_classes, score_threshold, reinterpret_cast<cudaStream_t>(stream));
+    result = cuda::decode(views, classes, score_threshold, reinterpret_cast<cudaStream_t>(stream));
   }
   py::list out;
-  for (const auto& d : result) {
-    const auto k = static_cast<py::ssize_t>(d.size());
-    py::array_t<float> boxes({k, py::ssize_t{4}});
-    py::array_t<float> scores(k);
-    py::array_t<std::int32_t> classes(k);
-    std::copy(d.boxes.begin(), d.boxes.end(), boxes.mutable_data());
-    std::copy(d.scores.begin(), d.scores.end(), scores.mutable_data());
-    std::copy(d.class_ids.begin(), d.class_ids.end(), classes.mutable_data());
-    out.append(py::make_tuple(boxes, scores, classes));
-  }
+  for (const auto& d : result) out.append(to_numpy(d));
   return out;
 }
 
@@ -95,9 +89,8 @@ py::list decode_device(const std::vector<std::uintptr_t>& pointers, const std::v
 // int32) and segmented (H·W·3 uint8): device, C-contiguous, or 0 to skip. Waits for its kernels.
 void segment_cells_device(std::uintptr_t image, int height, int width, std::int64_t row_stride,
                           const carray<float>& boxes, const carray<float>& scores,
-                          const std::optional<std::array<int, 3>>& hsv_low,
-                          const std::optional<std::array<int, 3>>& hsv_high, const std::string& disc,
-                          const std::array<int, 3>& fill, std::uintptr_t labels, std::uintptr_t segmented,
+                          const py::object& hsv_low, const py::object& hsv_high, const std::string& disc,
+                          const py::object& fill, std::uintptr_t labels, std::uintptr_t segmented,
                           std::uintptr_t stream) {
   if (image == 0) throw py::value_error("image must be a non-null device pointer");
   in_range(height, 1, 1 << 16, "height");
@@ -108,22 +101,10 @@ void segment_cells_device(std::uintptr_t image, int height, int width, std::int6
   if (boxes.ndim() != 2 || boxes.shape(1) != 4) throw py::value_error("boxes must be (K, 4) float32");
   if (scores.ndim() != 1 || scores.shape(0) != boxes.shape(0))
     throw py::value_error("scores must be (K,) float32 matching boxes");
-  if (hsv_low.has_value() != hsv_high.has_value())
-    throw py::value_error("hsv_low and hsv_high must both be given or both be None");
+  // The CPU binding's checks and messages (checks.hpp), in its order.
+  const core::HsvRange hsv = hsv_range(hsv_low, hsv_high);
   const core::DiscShape shape = disc_shape(disc);
-  core::HsvRange hsv;
-  if (hsv_low) {
-    hsv.enabled = true;
-    const int top[3] = {180, 255, 255};  // the CPU binding's bounds (H 0..179, 180 as an upper bound)
-    for (int i = 0; i < 3; ++i) {
-      const auto k = static_cast<std::size_t>(i);
-      hsv.low[i] = static_cast<std::uint8_t>(in_range((*hsv_low)[k], 0, top[i], "hsv_low[" + std::to_string(i) + "]"));
-      hsv.high[i] = static_cast<std::uint8_t>(in_range((*hsv_high)[k], 0, top[i], "hsv_high[" + std::to_string(i) + "]"));
-    }
-  }
-  std::uint8_t fill_bgr[3];
-  for (int i = 0; i < 3; ++i)
-    fill_bgr[i] = static_cast<std::uint8_t>(in_range(fill[static_cast<std::size_t>(i)], 0, 255, "fill[" + std::to_string(i) + "]"));
+  const auto fill_bgr = triple(fill, "fill", {255, 255, 255});
   require_device();
   const int count = static_cast<int>(boxes.shape(0));
   const float* box_data = boxes.data();
@@ -135,7 +116,7 @@ void segment_cells_device(std::uintptr_t image, int height, int width, std::int6
   d_scores.upload(score_data, static_cast<std::size_t>(count), s);
   cuda::segment_cells(core::ImageView<std::uint8_t>{reinterpret_cast<const std::uint8_t*>(image), height, width, 3,
                                                     static_cast<std::ptrdiff_t>(row_stride)},
-                      d_boxes.data(), d_scores.data(), count, shape, hsv, fill_bgr,
+                      d_boxes.data(), d_scores.data(), count, shape, hsv, fill_bgr.data(),
                       reinterpret_cast<std::int32_t*>(labels), reinterpret_cast<std::uint8_t*>(segmented), s);
 }
 
@@ -150,7 +131,7 @@ void register_cuda_device(py::module_& m) {
         "decode of heads already on the device (raw pointers, one sync per batch): per-frame (boxes, scores, class_ids).");
   m.def("cuda_segment_cells_device", &segment_cells_device, "image"_a, "height"_a, "width"_a, "row_stride"_a,
         "boxes"_a, "scores"_a, "hsv_low"_a = py::none(), "hsv_high"_a = py::none(), "disc"_a = "circle",
-        "fill"_a = std::array<int, 3>{0, 0, 0}, "labels"_a = 0, "segmented"_a = 0, "stream"_a = 0,
+        "fill"_a = py::make_tuple(0, 0, 0), "labels"_a = 0, "segmented"_a = 0, "stream"_a = 0,
         "segment_cells of a frame on the device into device label / segmented buffers (raw pointers).");
 #else
   (void)m;

@@ -8,7 +8,6 @@
 #include <array>
 #include <cstdint>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -26,18 +25,6 @@ namespace py = pybind11;
 
 namespace fastcell::bindings {
 namespace {
-
-
-// "(480, 640, 3) float64" for an array, the type name for anything else.
-std::string describe(const py::handle& obj) {
-  if (!py::isinstance<py::array>(obj)) return std::string(py::str(py::type::of(obj).attr("__name__")));
-  const auto arr = py::reinterpret_borrow<py::array>(obj);
-  std::ostringstream s;
-  s << "(";
-  for (py::ssize_t i = 0; i < arr.ndim(); ++i) s << (i ? ", " : "") << arr.shape(i) << (arr.ndim() == 1 ? "," : "");
-  s << ") " << std::string(py::str(arr.dtype()));
-  return s.str();
-}
 
 // An image array accepted by the kernels, kept alive (and possibly copied) for the call's length.
 struct ImageArg {
@@ -187,44 +174,6 @@ py::array_t<float> float32_rows(const py::handle& obj, const char* name, py::ssi
                           describe(obj));
   }
   return py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(arr);
-}
-
-std::array<std::uint8_t, 3> triple(const py::handle& obj, const char* name, std::array<int, 3> high) {
-  auto expected = [&] {  // built only on failure
-    return std::string(name) + " must be 3 integers within (" + std::to_string(high[0]) + ", " +
-           std::to_string(high[1]) + ", " + std::to_string(high[2]) + "), got " + std::string(py::repr(obj));
-  };
-  std::vector<long long> v;
-  try {
-    v = obj.cast<std::vector<long long>>();
-  } catch (const py::cast_error&) {
-    throw py::type_error(expected());
-  }
-  if (v.size() != 3) throw py::value_error(expected());
-  std::array<std::uint8_t, 3> t{};
-  for (std::size_t i = 0; i < 3; ++i) {
-    if (v[i] < 0 || v[i] > high[i]) throw py::value_error(expected());
-    t[i] = static_cast<std::uint8_t>(v[i]);
-  }
-  return t;
-}
-
-// `suffix` names the frame in a batch's error messages ("[2]").
-core::HsvRange hsv_range(const py::object& low, const py::object& high, const std::string& suffix = "") {
-  core::HsvRange r;
-  if (low.is_none() && high.is_none()) return r;
-  if (low.is_none() || high.is_none()) {
-    throw py::value_error("hsv_low" + suffix + " and hsv_high" + suffix + " must both be given or both be None");
-  }
-  // Hue is 0..179 in OpenCV's 8-bit HSV; 180 is accepted as an upper bound that excludes nothing.
-  const auto lo = triple(low, ("hsv_low" + suffix).c_str(), {180, 255, 255});
-  const auto hi = triple(high, ("hsv_high" + suffix).c_str(), {180, 255, 255});
-  r.enabled = true;
-  for (int i = 0; i < 3; ++i) {
-    r.low[i] = lo[static_cast<std::size_t>(i)];
-    r.high[i] = hi[static_cast<std::size_t>(i)];
-  }
-  return r;
 }
 
 // One frame's segmentation, validated and with its outputs allocated while the GIL is held, so the

@@ -85,7 +85,7 @@ CandidateScan candidate_scan() {
 void decode_head(const HeadView& head, int num_classes, double score_threshold, float cutoff,
                  std::int64_t image, Detections& out) {
   const std::int64_t plane = head.height * head.width;
-  const std::int64_t per_anchor = num_classes + 5;
+  const std::int64_t per_anchor = static_cast<std::int64_t>(num_classes) + 5;
   const float* img = head.data + image * head.channels * plane;
   const double stride = head.stride;
   const CandidateScan candidates = candidate_scan();
@@ -107,27 +107,43 @@ void decode_head(const HeadView& head, int num_classes, double score_threshold, 
 
 }  // namespace
 
-void check_heads(const std::vector<HeadView>& heads, int num_classes) {
+void check_head_shapes(const std::vector<HeadView>& heads, int num_classes) {
   if (heads.empty()) throw std::invalid_argument("heads must hold at least one head output, got none");
-  if (num_classes < 1) throw std::invalid_argument("num_classes must be >= 1, got " + std::to_string(num_classes));
+  if (num_classes < 1 || num_classes > kMaxClasses)
+    throw std::invalid_argument("num_classes must be in [1, " + std::to_string(kMaxClasses) + "], got " +
+                                std::to_string(num_classes));
+  // In 64 bits: A·(C+5) overflows int for a large C (2^31 - 1 printed a negative channel count).
+  const std::int64_t per_anchor = static_cast<std::int64_t>(num_classes) + 5;
   for (std::size_t h = 0; h < heads.size(); ++h) {
     const HeadView& head = heads[h];
     if (head.batch != heads[0].batch)
       throw std::invalid_argument(head_name(h) + " has batch size " + std::to_string(head.batch) + " but heads[0] has " +
                                   std::to_string(heads[0].batch));
-    if (head.num_anchors < 1 || head.channels != static_cast<std::int64_t>(head.num_anchors) * (num_classes + 5))
+    if (head.num_anchors < 1 || head.channels != head.num_anchors * per_anchor)
       throw std::invalid_argument(head_name(h) + " has " + std::to_string(head.channels) + " channels, expected " +
                                   std::to_string(head.num_anchors) + " anchors × (" + std::to_string(num_classes) +
-                                  " classes + 5) = " + std::to_string(head.num_anchors * (num_classes + 5)));
-    if (!(head.stride > 0.0f) || !std::isfinite(head.stride))
-      throw std::invalid_argument("strides[" + std::to_string(h) + "] must be positive and finite, got " +
-                                  std::to_string(head.stride));
+                                  " classes + 5) = " + std::to_string(head.num_anchors * per_anchor));
+    // Decoded boxes must lie within ±kMaxCoordinate, where box geometry stays finite: centres reach
+    // stride·side <= kMaxCoordinate / 2, half-sizes 31.25·anchor <= kMaxCoordinate / 2.
+    const double side = static_cast<double>(std::max(head.height, head.width));
+    const double max_stride = side > 0 ? kMaxCoordinate / 2 / side : kMaxCoordinate / 2;
+    if (!(head.stride > 0.0f) || !(head.stride <= max_stride))
+      throw std::invalid_argument("strides[" + std::to_string(h) + "] must be positive, finite and at most " +
+                                  format_number(max_stride) + " pixels for a head " +
+                                  format_number(side) + " cells wide (decoded boxes must lie within ±2^62), got " +
+                                  format_number(head.stride));
     for (int k = 0; k < 2 * head.num_anchors; ++k)
-      if (!(head.anchors[k] > 0.0f) || !std::isfinite(head.anchors[k]))
-        throw std::invalid_argument("anchors[" + std::to_string(h) + "] must be positive and finite, got " +
-                                    std::to_string(head.anchors[k]) + " at row " + std::to_string(k / 2));
-    check_head_values(head, h);
+      if (!(head.anchors[k] > 0.0f) || !(head.anchors[k] <= kMaxAnchor))
+        throw std::invalid_argument("anchors[" + std::to_string(h) + "] must be positive, finite and at most " +
+                                    format_number(kMaxAnchor) + " pixels (2^56: a decoded box, up to 62.5× its " +
+                                    "anchor, must lie within ±2^62), got " + format_number(head.anchors[k]) +
+                                    " at row " + std::to_string(k / 2));
   }
+}
+
+void check_heads(const std::vector<HeadView>& heads, int num_classes) {
+  check_head_shapes(heads, num_classes);
+  for (std::size_t h = 0; h < heads.size(); ++h) check_head_values(heads[h], h);
 }
 
 void decode_image(const std::vector<HeadView>& heads, int num_classes, double score_threshold,

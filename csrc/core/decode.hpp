@@ -35,9 +35,21 @@ struct HeadView {
   int num_anchors = 0;
 };
 
-// Throws std::invalid_argument when the heads disagree on the batch size, a channel count is not
-// num_anchors · (num_classes + 5), a stride or anchor is not positive and finite, or any head value is
-// NaN or infinite (a broken model must never silently produce, or hide, boxes).
+// The largest num_classes: the class loop indexes channel 5 + c in int.
+constexpr int kMaxClasses = 2147483647 - 5;
+
+// The largest anchor side, 2^56 pixels: a box is at most exp(kMaxLogScale) = 62.5× its anchor, so its
+// half-size stays within kMaxCoordinate / 2 (types.hpp) and decoded boxes within ±kMaxCoordinate.
+constexpr float kMaxAnchor = 72057594037927936.0f;  // 2^56
+
+// Throws std::invalid_argument when the heads disagree on the batch size, num_classes is outside
+// [1, kMaxClasses], a channel count is not num_anchors · (num_classes + 5), an anchor is not in
+// (0, kMaxAnchor], or a stride is not positive with stride · max(height, width) <= kMaxCoordinate / 2.
+// Reads no head value (the CUDA twin checks the values on the device).
+void check_head_shapes(const std::vector<HeadView>& heads, int num_classes);
+
+// check_head_shapes, and throws std::invalid_argument when any head value is NaN or infinite (a
+// broken model must never silently produce, or hide, boxes).
 void check_heads(const std::vector<HeadView>& heads, int num_classes);
 
 // Candidates of image `image` into `out` (cleared first). The heads must have passed check_heads.

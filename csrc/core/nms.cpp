@@ -19,10 +19,15 @@ void order_by_score(const float* scores, std::size_t n, std::vector<std::int64_t
 }
 
 void check_finite_boxes(const float* boxes, const float* scores, std::size_t n) {
-  const std::size_t bad_box = first_non_finite(boxes, 4 * n);
-  if (bad_box != 4 * n)
-    throw std::invalid_argument("boxes contain NaN or infinity (row " + std::to_string(bad_box / 4) +
-                                ", column " + std::to_string(bad_box % 4) + ")");
+  const std::size_t bad_box = first_magnitude_above(boxes, 4 * n, float_bits(kMaxCoordinate));
+  if (bad_box != 4 * n) {
+    const std::string where = "(row " + std::to_string(bad_box / 4) + ", column " + std::to_string(bad_box % 4) + ")";
+    if (first_non_finite(boxes + bad_box, 1) == 0)
+      throw std::invalid_argument("boxes contain NaN or infinity " + where);
+    throw std::invalid_argument("boxes must lie within ±" + format_number(kMaxCoordinate) +
+                                " pixels (2^62: past it box areas overflow float32), got " +
+                                format_number(boxes[bad_box]) + " " + where);
+  }
   if (scores != nullptr) {
     const std::size_t bad_score = first_non_finite(scores, n);
     if (bad_score != n)

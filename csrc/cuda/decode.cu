@@ -45,7 +45,8 @@ __device__ bool decode_candidate(const Heads& h, std::int64_t image, std::int64_
   const std::int64_t local = t - h.first[k];
   const int a = static_cast<int>(local / plane);
   const std::int64_t i = local % plane;
-  const float* block = h.data[k] + image * h.channels[k] * plane + a * (h.num_classes + 5) * plane;
+  const std::int64_t per_anchor = static_cast<std::int64_t>(h.num_classes) + 5;
+  const float* block = h.data[k] + image * h.channels[k] * plane + a * per_anchor * plane;
   return core::decode_cell(block, plane, i, h.width[k], h.num_classes, h.stride[k], h.anchors[k][2 * a],
                            h.anchors[k][2 * a + 1], h.cutoff, h.score_threshold, out);
 }
@@ -95,13 +96,12 @@ __global__ void decode_kernel(Heads h, std::int64_t capacity, float* boxes, floa
 
 std::string head_name(std::size_t h) { return "heads[" + std::to_string(h) + "]"; }
 
-// core::check_heads without reading the (device) values; they are checked on the device.
+// core::check_head_shapes (the values are checked on the device), and the twin's own limits.
 Heads describe(const std::vector<core::HeadView>& heads, int num_classes, double score_threshold) {
-  if (heads.empty()) throw std::invalid_argument("heads must hold at least one head output, got none");
+  core::check_head_shapes(heads, num_classes);  // the CPU's checks and messages
   if (heads.size() > static_cast<std::size_t>(kMaxHeads))
     throw std::invalid_argument("the CUDA decode takes at most " + std::to_string(kMaxHeads) + " heads, got " +
                                 std::to_string(heads.size()));
-  if (num_classes < 1) throw std::invalid_argument("num_classes must be >= 1, got " + std::to_string(num_classes));
   Heads h{};
   h.count = static_cast<int>(heads.size());
   h.num_classes = num_classes;
@@ -109,23 +109,10 @@ Heads describe(const std::vector<core::HeadView>& heads, int num_classes, double
   h.cutoff = core::decode_objectness_cutoff(score_threshold);
   for (std::size_t k = 0; k < heads.size(); ++k) {
     const core::HeadView& head = heads[k];
-    if (head.batch != heads[0].batch)
-      throw std::invalid_argument(head_name(k) + " has batch size " + std::to_string(head.batch) +
-                                  " but heads[0] has " + std::to_string(heads[0].batch));
-    if (head.num_anchors < 1 || head.num_anchors > kMaxAnchors ||
-        head.channels != static_cast<std::int64_t>(head.num_anchors) * (num_classes + 5))
-      throw std::invalid_argument(head_name(k) + " has " + std::to_string(head.channels) + " channels, expected " +
-                                  std::to_string(head.num_anchors) + " anchors × (" + std::to_string(num_classes) +
-                                  " classes + 5) = " + std::to_string(head.num_anchors * (num_classes + 5)));
-    if (!(head.stride > 0.0f) || !std::isfinite(head.stride))
-      throw std::invalid_argument("strides[" + std::to_string(k) + "] must be positive and finite, got " +
-                                  std::to_string(head.stride));
-    for (int j = 0; j < 2 * head.num_anchors; ++j) {
-      if (!(head.anchors[j] > 0.0f) || !std::isfinite(head.anchors[j]))
-        throw std::invalid_argument("anchors[" + std::to_string(k) + "] must be positive and finite, got " +
-                                    std::to_string(head.anchors[j]) + " at row " + std::to_string(j / 2));
-      h.anchors[k][j] = head.anchors[j];
-    }
+    if (head.num_anchors > kMaxAnchors)
+      throw std::invalid_argument(head_name(k) + " has " + std::to_string(head.num_anchors) +
+                                  " anchors; the CUDA decode takes at most " + std::to_string(kMaxAnchors));
+    for (int j = 0; j < 2 * head.num_anchors; ++j) h.anchors[k][j] = head.anchors[j];
     h.data[k] = head.data;
     h.channels[k] = head.channels;
     h.height[k] = head.height;

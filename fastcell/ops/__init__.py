@@ -5,9 +5,9 @@ order); a plain NumPy twin of each lives in :mod:`fastcell.reference`. Inputs ar
 and "nothing found" is an empty ``(0, 4)``/``(0,)`` array, never None.
 """
 
-from fastcell.ops._boxes import box_iou, decode, gbciou_merge, nms, postprocess
+from fastcell.ops._boxes import MAX_ANCHOR, MAX_CLASSES, MAX_COORDINATE, box_iou, decode, gbciou_merge, nms, postprocess
 
-__all__ = ["box_iou", "decode", "nms", "gbciou_merge", "postprocess"]
+__all__ = ["box_iou", "decode", "nms", "gbciou_merge", "postprocess", "MAX_COORDINATE", "MAX_ANCHOR", "MAX_CLASSES"]
 # Each area appends its import and its names below (``__all__ += [...]``).
 from fastcell.ops._image import coco_rle, letterbox, letterbox_batch, segment_cells, segment_cells_batch  # noqa: E402
 

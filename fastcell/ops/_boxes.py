@@ -5,6 +5,11 @@ arrays, so the docstrings here carry the contract. Boxes are corner boxes ``(x1,
 pixels, x to the right, y down; a box with ``x2 <= x1`` or ``y2 <= y1`` is empty (area 0) and
 overlaps nothing. Non-float32, non-contiguous and negative-stride inputs are accepted and copied;
 inputs are never modified. Plain NumPy twins live in :mod:`fastcell.reference.boxes`.
+
+Box coordinates must lie within ±2**62 pixels (:data:`MAX_COORDINATE`): there every width, area and
+sum of areas of the float32 geometry is finite, so an IoU is always in [0, 1] (a side of 2e19 pixels
+would already overflow ``w·h``). Larger coordinates are refused with a ValueError, and :func:`decode`
+refuses anchors and strides that would produce them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,15 @@ import numpy as np
 
 from fastcell._core_loader import core as _core
 
-__all__ = ["box_iou", "decode", "nms", "gbciou_merge", "postprocess"]
+__all__ = ["box_iou", "decode", "nms", "gbciou_merge", "postprocess", "MAX_COORDINATE", "MAX_ANCHOR", "MAX_CLASSES"]
+
+# The limits live in the C++ core (types.hpp, decode.hpp); these are its values.
+#: The largest box coordinate magnitude the box kernels accept, in pixels (2**62).
+MAX_COORDINATE: float = _core.MAX_COORDINATE
+#: The largest anchor side :func:`decode` accepts, in pixels (2**56): a box is at most 62.5 × its anchor.
+MAX_ANCHOR: float = _core.MAX_ANCHOR
+#: The largest ``num_classes`` (the class channel index must fit a 32-bit int): 2**31 - 6.
+MAX_CLASSES: int = _core.MAX_CLASSES
 
 Detections = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -41,7 +54,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     TypeError
         A non-numeric array.
     ValueError
-        A shape other than (N, 4), or a NaN/inf coordinate.
+        A shape other than (N, 4), or a NaN/inf coordinate or one past ±:data:`MAX_COORDINATE`.
     """
     return _core.box_iou(a, b)
 
@@ -63,9 +76,10 @@ def decode(
     strides : list of float
         Network-input pixels per cell of each head (32 for 13×13, 16 for 26×26 at 416×416).
     anchors : list of (A, 2) ndarray of float32
-        Anchor ``(width, height)`` in network-input pixels for each head, positive.
+        Anchor ``(width, height)`` in network-input pixels for each head, in ``(0, MAX_ANCHOR]``; with
+        ``stride · max(H, W) <= MAX_COORDINATE / 2`` every decoded box lies within ±``MAX_COORDINATE``.
     num_classes : int
-        C >= 1.
+        ``1 <= C <= MAX_CLASSES``.
     score_threshold : float
         A candidate is kept when ``score >= score_threshold``.
 
@@ -83,7 +97,8 @@ def decode(
     ------
     ValueError
         NaN or infinity anywhere in a head (a broken model), shapes that disagree (batch sizes,
-        channels != A·(C+5), list lengths), a non-positive stride or anchor, a non-finite threshold.
+        channels != A·(C+5), list lengths), ``num_classes`` out of range, a stride or anchor that is
+        not positive or is past the bounds above, a non-finite threshold.
     TypeError
         A non-numeric array or a head list that is not a sequence.
     """
@@ -101,7 +116,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, class_ids: 
     Parameters
     ----------
     boxes : (N, 4) array_like of float32
-        Corner boxes ``(x1, y1, x2, y2)``, finite.
+        Corner boxes ``(x1, y1, x2, y2)``, within ±:data:`MAX_COORDINATE`.
     scores : (N,) array_like of float32
         Finite scores.
     iou_threshold : float
@@ -118,7 +133,19 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, class_ids: 
     Raises
     ------
     ValueError
-        Shapes other than (N, 4) / (N,), NaN or infinity in boxes or scores, a NaN threshold.
+        Shapes other than (N, 4) / (N,), NaN or infinity in boxes or scores, a coordinate past
+        ±:data:`MAX_COORDINATE`, a NaN threshold.
+
+    Notes
+    -----
+    Greedy NMS costs one pass over the later candidates (of its class) for every kept box: O(N·K)
+    for K kept boxes, O(N²) when nearly all are kept (many disjoint boxes). Inside
+    :func:`postprocess` N is bounded by the heads' cells (2,535 for the shipped 416 × 416 model:
+    3 anchors over 13² and 26² cells), a few milliseconds at most. A direct caller with many disjoint
+    boxes pays about 0.1 s for 10⁴, 10 s for 10⁵ and, growing as N², some 15 minutes for 10⁶ (one
+    core, AVX-512), with the GIL released but no way to interrupt the call. When N is not bounded,
+    cap it first, e.g. the 30,000 best: ``top = np.argsort(-scores, kind="stable")[:30000]``, then
+    ``top[nms(boxes[top], scores[top], iou_threshold)]``.
     TypeError
         Non-numeric arrays, or non-integer class_ids.
     """
@@ -148,7 +175,7 @@ def gbciou_merge(
     Parameters
     ----------
     boxes : (N, 4) array_like of float32
-        Corner boxes ``(x1, y1, x2, y2)``, finite.
+        Corner boxes ``(x1, y1, x2, y2)``, within ±:data:`MAX_COORDINATE`.
     scores : (N,) array_like of float32
     class_ids : (N,) array_like of int or None
         Carried along (the merged box keeps B's class); None means all 0.
@@ -173,7 +200,11 @@ def gbciou_merge(
     Raises
     ------
     ValueError
-        Bad shapes, NaN/inf, an unknown mode.
+        Bad shapes, NaN/inf, a coordinate past ±:data:`MAX_COORDINATE`, an unknown mode.
+
+    Notes
+    -----
+    ``"multi"`` compares each box with the kept cells: O(N·K) like :func:`nms`.
     TypeError
         Non-numeric arrays or non-integer class_ids.
     """
