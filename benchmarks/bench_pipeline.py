@@ -144,17 +144,35 @@ def bench_stages(annotator, paths: list[str], out_dir: Path) -> dict[str, float]
     return stages
 
 
-def bench_annotate(model: Path, folder: Path, out_dir: Path, n: int) -> float:
+def bench_annotate(model: Path, folder: Path, out_dir: Path, n: int, extra: tuple[str, ...] = (),
+                   quiet: bool = False) -> float:
+    import shutil
+
     from fastcell.cli import main
 
-    print(f"\n== fastcell annotate, end to end over {n} images (decode → write, threads overlapped) ==")
+    if not quiet:
+        print(f"\n== fastcell annotate, end to end over {n} images (decode → write, threads overlapped) ==")
+    shutil.rmtree(out_dir, ignore_errors=True)
     start = time.perf_counter()
-    code = main(["annotate", str(folder), "--out", str(out_dir), "--model", str(model), "--quiet"])
+    code = main(["annotate", str(folder), "--out", str(out_dir), "--model", str(model), "--quiet", *extra])
     elapsed = time.perf_counter() - start
     if code != 0:
         raise SystemExit(f"fastcell annotate failed with exit code {code}")
-    print(f"  {n / elapsed:7.1f} images/s   {elapsed / n * 1e3:7.2f} ms/image   ({elapsed:.1f} s, incl. model load)")
+    if not quiet:
+        print(f"  {n / elapsed:7.1f} images/s   {elapsed / n * 1e3:7.2f} ms/image   ({elapsed:.1f} s, incl. model load)")
     return elapsed / n
+
+
+def bench_cell_size(model: Path, folder: Path, out_dir: Path, n: int, rounds: int = 2) -> None:
+    """``--cell-size auto`` against the plain letterbox, interleaved rounds, best of each."""
+    print(f"\n== cell_size='auto' vs none: fastcell annotate over {n} images, best of {rounds} interleaved rounds ==")
+    best = {"none": float("inf"), "auto": float("inf")}
+    for _ in range(rounds):
+        for setting in best:
+            best[setting] = min(best[setting], bench_annotate(model, folder, out_dir, n, ("--cell-size", setting), True))
+    for setting, t in best.items():
+        print(f"  --cell-size {setting:5s} {1 / t:7.1f} images/s   {t * 1e3:7.2f} ms/image")
+    print(f"  auto costs {100 * (best['auto'] / best['none'] - 1):+.1f} % of the end-to-end time (target ≤ +10 %)")
 
 
 def bench_straightforward(model: Path, frames: list[np.ndarray]) -> float:
@@ -282,6 +300,7 @@ def main() -> int:
         bench_backends(spec, batch)
         stages = bench_stages(annotator, paths, tmp / "stages_out")
         e2e = bench_annotate(model, folder, tmp / "annotate_out", len(paths))
+        bench_cell_size(model, folder, tmp / "annotate_cell_size", len(paths))
         base = None
         if not args.skip_baseline:
             base = bench_straightforward(model, [read_image(p) for p in paths[:40]])
