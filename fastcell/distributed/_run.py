@@ -96,7 +96,6 @@ def annotate(
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
     on_image: Callable[[dict[str, Any]], None] | None = None,
-    max_restarts: int = 8,
     num_cpus: int | None = None,
 ) -> RunSummary:
     """Annotate images on a Ray cluster: the same output folder as ``fastcell annotate``, plus
@@ -140,8 +139,6 @@ def annotate(
     on_image : callable, optional
         Called on the driver with each image's status row (``index``, ``key``, ``status``,
         ``cells``, ``reason``, ``worker``) as it arrives.
-    max_restarts : int
-        How often Ray restarts a dead actor (and retries its tasks) before the run fails.
     num_cpus : int, optional
         CPUs of the local cluster (only without ``address``).
 
@@ -166,7 +163,7 @@ def annotate(
     unknown = set(DEFAULT_FORMATS if formats is None else formats) - set(FORMATS)
     if unknown or not formats:
         raise ValueError(f"formats must be a non-empty subset of {list(FORMATS)}, got {sorted(unknown) or []}")
-    for name, value, low in (("batch_size", batch_size, 1), ("threads", threads, 1), ("max_restarts", max_restarts, 0)):
+    for name, value, low in (("batch_size", batch_size, 1), ("threads", threads, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -193,7 +190,7 @@ def annotate(
                   "stall_timeout": _stall_timeout()}
         return _execute(ray, plan, Path(out_dir), config, writer_options, workers=workers,
                         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, overwrite=overwrite,
-                        progress=progress, on_image=on_image, max_restarts=max_restarts)
+                        progress=progress, on_image=on_image)
     finally:
         if started:
             ray.shutdown()
@@ -207,7 +204,7 @@ def _stall_timeout() -> float:
 
 def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_options: dict[str, Any], *,
              workers: int | None, gpus_per_worker: float, cpus_per_worker: float, overwrite: bool, progress: bool,
-             on_image: Callable | None, max_restarts: int) -> RunSummary:
+             on_image: Callable | None) -> RunSummary:
     from fastcell.cli.annotate import _Progress
     from fastcell.distributed._parquet import DETECTIONS_FILE, write_detections
     from fastcell.distributed._worker import cells_path, finished, probe
@@ -232,15 +229,14 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
             if todo:
                 n_workers = workers or _default_workers(ray, gpus_per_worker, cpus_per_worker)
                 dataset = _dataset(ray, plan, todo, config["batch_size"], n_workers)
-                remote_args = {"max_restarts": max_restarts, "max_task_retries": max_restarts}
-                if gpus_per_worker:
-                    remote_args["num_gpus"] = gpus_per_worker
                 from fastcell.distributed._worker import AnnotateActor
 
+                # Ray Data restarts a dead actor and retries its tasks (max_restarts=-1,
+                # max_task_retries=-1 for actor pools); what a killed attempt finished is skipped.
                 results = dataset.map_batches(
                     AnnotateActor, fn_constructor_kwargs={"config": config}, batch_size=config["batch_size"],
                     batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_workers),
-                    num_cpus=cpus_per_worker, **remote_args)
+                    num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
                 for batch in results.iter_batches(batch_size=None, batch_format="pandas"):
                     for row in batch.to_dict("records"):
                         summary.workers.append(row["worker"]) if row["worker"] not in summary.workers else None
@@ -282,6 +278,8 @@ def _dataset(ray: Any, plan: Any, todo: list[int], batch_size: int, n_workers: i
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts images and cells, and knows the earlier runs
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # plan and "finished" lines: not the user's concern
     items = [plan.items[i] for i in todo]
     table = pa.table({
         "index": pa.array(todo, pa.int64()),

@@ -1,0 +1,149 @@
+"""``fastcell annotate --engine ray`` on a local 2-CPU Ray cluster, started once for the module.
+
+The reference is single-process ``fastcell annotate`` on the same images: the distributed run must
+leave the same annotation files, survive an actor process killed mid-run without losing or
+duplicating an image, and resume. The model is the shipped default (deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastcell.cli import main
+
+ray = pytest.importorskip("ray", reason="the distributed engine needs Ray: pip install 'fastcell[ray]'")
+pd = pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+
+from fastcell.distributed import DETECTIONS_FILE, annotate  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # Ray's own, from its worker plumbing
+]
+SAMPLES = Path(__file__).parent / "data" / "bccd"
+COPIES = 3  # 12 images from the 4 samples, so both actors have work queued when one is killed
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():  # pragma: no cover - another module left one running
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, default_model_json) -> Path:
+    """12 real BCCD images (4 samples, 3 copies each under other names) and one corrupt file."""
+    src = tmp_path_factory.mktemp("distributed") / "src"
+    src.mkdir()
+    for copy in range(COPIES):
+        for path in sorted(SAMPLES.glob("*.jpg")):
+            shutil.copy(path, src / f"c{copy}_{path.name}")
+    (src / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return src
+
+
+@pytest.fixture(scope="module")
+def reference(source: Path, tmp_path_factory) -> Path:
+    """The single-process run of the same source."""
+    out = tmp_path_factory.mktemp("distributed") / "single"
+    assert main(["annotate", str(source), "--out", str(out), "-q", "--write", "yolo,coco,csv,labels"]) == 0
+    return out
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    """Every file of a run folder except the lock and the distributed engine's own additions."""
+    skip = {".fastcell/lock", DETECTIONS_FILE}
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.relative_to(out).as_posix() not in skip
+            and not p.relative_to(out).as_posix().startswith(".fastcell/cells/")}
+
+
+def _check_same_as(out: Path, reference: Path) -> None:
+    got, want = _files(out), _files(reference)
+    assert sorted(got) == sorted(want)
+    differ = [name for name in want if got[name] != want[name]]
+    assert not differ, f"files differ from the single-process run: {differ[:5]}"
+    assert not [p for p in out.rglob("*fastcell-tmp*")], "temporary files left behind"
+
+
+def _check_detections(out: Path) -> None:
+    """The Parquet table against the COCO file (read with json, independently of the writer)."""
+    coco = json.loads((out / "annotations.json").read_text())
+    table = pd.read_parquet(out / DETECTIONS_FILE)
+    assert len(table) == len(coco["annotations"]) > 0
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    anns = sorted(coco["annotations"], key=lambda a: a["id"])  # ids follow image order, then detection order
+    assert list(table["image"]) == [names[a["image_id"]] for a in anns]
+    assert list(table["image_id"]) == [a["image_id"] for a in anns]
+    assert list(table["class_id"] + 1) == [a["category_id"] for a in anns]
+    categories = {c["id"]: c["name"] for c in coco["categories"]}
+    assert list(table["class"]) == [categories[a["category_id"]] for a in anns]
+    xywh = np.array([a["bbox"] for a in anns])
+    np.testing.assert_allclose(table[["x1", "y1"]].to_numpy(), xywh[:, :2], atol=0.006)
+    np.testing.assert_allclose((table[["x2", "y2"]].to_numpy() - table[["x1", "y1"]].to_numpy()), xywh[:, 2:], atol=0.011)
+    np.testing.assert_allclose(table["score"], [a["score"] for a in anns], atol=6e-6)
+    np.testing.assert_array_equal(table["area"], [a["area"] for a in anns])  # mask pixels, exact
+    assert (table.groupby("image_id")["cell"].apply(lambda c: list(c) == list(range(len(c))))).all()
+
+
+def test_same_annotations_as_single_process(cluster, source: Path, reference: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ray"
+    code = main(["annotate", str(source), "--out", str(out), "--engine", "ray", "--workers", "2", "--batch", "2",
+                 "--write", "yolo,coco,csv,labels"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"{4 * COPIES} image(s) annotated" in printed and "1 failed" in printed
+    assert f"{DETECTIONS_FILE}:" in printed
+    _check_same_as(out, reference)  # COCO, CSV, YOLO, classes.txt, label images, failed.txt, records
+    assert (out / "failed.txt").read_text().startswith(str(source / "corrupt.jpg"))
+    _check_detections(out)
+
+
+def test_killed_actor_loses_and_duplicates_nothing(cluster, source: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ray"
+    killed: list[int] = []
+    rows: list[dict] = []
+
+    def kill_first_worker(row: dict) -> None:  # runs on the driver as results arrive
+        rows.append(row)
+        if not killed:
+            pid = int(row["worker"].rsplit(":", 1)[1])
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    summary = annotate(source, out, formats=("yolo", "coco", "csv", "labels"), workers=2, batch_size=1,
+                       progress=False, on_image=kill_first_worker)
+    assert summary.error is None
+    assert killed and f"{os.uname().nodename}:{killed[0]}" in summary.workers
+    assert len(summary.workers) >= 3, "the killed actor was not replaced"  # a restarted actor is a new pid
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == 4 * COPIES + 1
+    assert summary.annotated == 4 * COPIES and summary.images == 4 * COPIES
+    _check_same_as(out, reference)
+    _check_detections(out)
+
+
+def test_rerun_resumes_from_the_finished_images(cluster, source: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ray"
+    first = sorted(p for p in source.glob("*.jpg") if p.name.startswith("c0_"))
+    listing = tmp_path / "first.txt"  # a list file naming part of the folder, read through file:// URIs
+    listing.write_text("".join(f"{p.as_uri()}\n" for p in first))
+    one = annotate(listing, out, formats=("yolo", "coco", "csv", "labels"), workers=2, batch_size=2, progress=False)
+    assert (one.annotated, one.already, one.images) == (len(first), 0, len(first))
+    stamps = {p: p.stat().st_mtime_ns for p in (out / ".fastcell" / "records").glob("*.json")}
+    two = annotate(source, out, formats=("yolo", "coco", "csv", "labels"), workers=2, batch_size=2, progress=False)
+    assert (two.already, two.annotated, len(two.failed)) == (len(first), 4 * COPIES - len(first), 1)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "finished images were written again"
+    _check_same_as(out, reference)
+    _check_detections(out)
