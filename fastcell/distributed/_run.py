@@ -137,8 +137,10 @@ def annotate(
     progress : bool
         Show a progress bar.
     on_image : callable, optional
-        Called on the driver with each image's status row (``index``, ``key``, ``status``,
-        ``cells``, ``reason``, ``worker``) as it arrives.
+        Called on the driver with each image's status row as it arrives: ``index`` (position in
+        SRC), ``key``, ``status`` (``written``; ``done``: by an attempt of its task that Ray
+        retried; ``failed``), ``cells``, ``reason`` (why it failed), ``worker`` (``host:pid``)
+        and ``time`` (``time.time()`` on the worker when its batch was written).
     num_cpus : int, optional
         CPUs of the local cluster (only without ``address``).
 
@@ -178,7 +180,7 @@ def annotate(
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 logging_level=logging.WARNING, configure_logging=True)
+                 logging_level=logging.ERROR)
     try:
         from fastcell.distributed._worker import model_bundle
 
@@ -224,7 +226,6 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
         bar = _Progress(len(plan.items), summary.already, quiet=not progress)
         start = time.perf_counter()
         failed: dict[int, str] = {}
-        seen: set[str] = set()
         try:
             if todo:
                 n_workers = workers or _default_workers(ray, gpus_per_worker, cpus_per_worker)
@@ -237,19 +238,13 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
                     AnnotateActor, fn_constructor_kwargs={"config": config}, batch_size=config["batch_size"],
                     batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_workers),
                     num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
-                for batch in results.iter_batches(batch_size=None, batch_format="pandas"):
-                    for row in batch.to_dict("records"):
-                        summary.workers.append(row["worker"]) if row["worker"] not in summary.workers else None
-                        if row["key"] in seen:  # Ray returns each task's output once; say so if not
-                            raise RuntimeError(f"image {row['key']} was reported twice")
-                        seen.add(row["key"])
-                        if row["status"] == "failed":
-                            failed[int(row["index"])] = f"{plan.paths[int(row['index'])]}: {row['reason']}"
-                        else:
-                            summary.annotated += 1
-                        bar.update(max(int(row["cells"]), 0))
-                        if on_image is not None:
-                            on_image(row)
+                done = _collect(results, plan, summary, failed, bar, on_image)
+                unseen = [key for key in done if not finished(writer, key)]
+                if unseen:  # a worker wrote where the driver cannot see: OUT is not one folder for all nodes
+                    raise RuntimeError(
+                        f"{len(unseen)} image(s) reported finished are not in {out_dir} as the driver sees it "
+                        f"(e.g. {unseen[0]}): the output folder must be a file system every node mounts at "
+                        "the same path")
         except Exception as err:  # noqa: BLE001 - a failed run keeps what it finished; the rerun resumes
             summary.error = err
         finally:
@@ -263,6 +258,29 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
     summary.images, summary.cells = totals.images, totals.cells
     summary.elapsed = time.perf_counter() - start
     return summary
+
+
+def _collect(results: Any, plan: Any, summary: RunSummary, failed: dict[int, str], bar: Any,
+             on_image: Callable | None) -> list[str]:
+    """Consume the actors' status rows as they stream in; return the keys reported finished."""
+    done: list[str] = []
+    reported: set[str] = set()
+    for batch in results.iter_batches(batch_size=None, batch_format="pandas"):
+        for row in batch.to_dict("records"):
+            if row["worker"] not in summary.workers:
+                summary.workers.append(row["worker"])
+            if row["key"] in reported:  # Ray keeps one attempt's output per task; never count twice
+                raise RuntimeError(f"image {row['key']} was reported twice")
+            reported.add(row["key"])
+            if row["status"] == "failed":
+                failed[int(row["index"])] = f"{plan.paths[int(row['index'])]}: {row['reason']}"
+            else:
+                done.append(row["key"])
+                summary.annotated += 1
+            bar.update(max(int(row["cells"]), 0))
+            if on_image is not None:
+                on_image(row)
+    return done
 
 
 def _default_workers(ray: Any, gpus_per_worker: float, cpus_per_worker: float) -> int:

@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ def _cells(result: Any) -> dict[str, Any]:
 class AnnotateActor:
     """Ray Data callable class: ``batch`` (columns index, path, key, name, source_format) → one
     status row per image (index, key, status ``written``/``done``/``failed``, cells, reason,
-    worker).
+    worker ``host:pid``, time: ``time.time()`` when the batch was written).
 
     Parameters
     ----------
@@ -189,6 +190,7 @@ class AnnotateActor:
             "cells": [rows[i]["cells"] for i in range(n)],
             "reason": [rows[i]["reason"] for i in range(n)],
             "worker": [self.worker] * n,
+            "time": [time.time()] * n,  # when the batch was on disk (for throughput, across processes)
         }
 
     def _annotate(self, batch: dict[str, np.ndarray], todo: list[int], local: list[str],
