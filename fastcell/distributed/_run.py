@@ -179,6 +179,8 @@ def annotate(
                       "coco_segmentation": coco_masks, "yolo_scores": yolo_scores, "crops_masked": crops_masked}
     started = not ray.is_initialized()
     if started:
+        if address is not None:
+            _check_reachable(address)
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                  logging_level=logging.ERROR)
     try:
@@ -196,6 +198,21 @@ def annotate(
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail in seconds on an address nothing listens at (``ray.init`` keeps retrying for minutes)."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if address in ("auto", "local") or not sep or not port.isdigit():
+        return  # Ray resolves these itself, and fails fast when there is no cluster
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"cannot reach a Ray cluster at {address!r}: {err} (is 'ray start --head' "
+                              "running there, and the port open?)") from None
 
 
 def _stall_timeout() -> float:
