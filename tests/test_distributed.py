@@ -91,7 +91,8 @@ def _check_detections(out: Path) -> None:
     assert list(table["class"]) == [categories[a["category_id"]] for a in anns]
     xywh = np.array([a["bbox"] for a in anns])
     np.testing.assert_allclose(table[["x1", "y1"]].to_numpy(), xywh[:, :2], atol=0.006)
-    np.testing.assert_allclose((table[["x2", "y2"]].to_numpy() - table[["x1", "y1"]].to_numpy()), xywh[:, 2:], atol=0.011)
+    sides = table[["x2", "y2"]].to_numpy() - table[["x1", "y1"]].to_numpy()
+    np.testing.assert_allclose(sides, xywh[:, 2:], atol=0.011)
     np.testing.assert_allclose(table["score"], [a["score"] for a in anns], atol=6e-6)
     np.testing.assert_array_equal(table["area"], [a["area"] for a in anns])  # mask pixels, exact
     assert (table.groupby("image_id")["cell"].apply(lambda c: list(c) == list(range(len(c))))).all()

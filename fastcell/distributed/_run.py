@@ -161,19 +161,25 @@ def annotate(
     from fastcell.distributed._sources import resolve_source
     from fastcell.io.writers import DEFAULT_FORMATS, FORMATS
 
-    formats = tuple(f for f in FORMATS if f in set(DEFAULT_FORMATS if formats is None else formats))
-    unknown = set(DEFAULT_FORMATS if formats is None else formats) - set(FORMATS)
-    if unknown or not formats:
-        raise ValueError(f"formats must be a non-empty subset of {list(FORMATS)}, got {sorted(unknown) or []}")
+    if isinstance(formats, str):
+        raise TypeError(f"formats must be an iterable of format names such as ('yolo', 'coco'), got {formats!r}")
+    requested = set(DEFAULT_FORMATS if formats is None else formats)
+    formats = tuple(f for f in FORMATS if f in requested)  # canonical order, as the CLI's
+    if requested - set(FORMATS) or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {list(FORMATS)}, got {sorted(requested)}")
     for name, value, low in (("batch_size", batch_size, 1), ("threads", threads, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
     if not (gpus_per_worker >= 0 and cpus_per_worker > 0 and math.isfinite(gpus_per_worker + cpus_per_worker)):
-        raise ValueError(f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, got {gpus_per_worker}, {cpus_per_worker}")
+        raise ValueError(f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, "
+                         f"got {gpus_per_worker}, {cpus_per_worker}")
     plan = resolve_source(source, recursive)  # fails fast, before Ray starts
     ray = _ray()
+    from fastcell.distributed._worker import model_bundle
+
+    bundle = model_bundle(model)  # an unknown model fails here, before Ray starts
     segment, keep_image = _needs(formats, SimpleNamespace(crops_masked=crops_masked, coco_masks=coco_masks))
     writer_options = {"formats": formats, "image_format": image_format, "label_format": labels_format,
                       "coco_segmentation": coco_masks, "yolo_scores": yolo_scores, "crops_masked": crops_masked}
@@ -184,10 +190,7 @@ def annotate(
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                  logging_level=logging.ERROR)
     try:
-        from fastcell.distributed._worker import model_bundle
-
-        bundle = ray.put(model_bundle(model))  # once in the object store; each node fetches it once
-        config = {"bundle": bundle, "device": device, "precision": precision, "segment": segment,
+        config = {"bundle": ray.put(bundle),  # once in the object store; each node fetches it once "device": device, "precision": precision, "segment": segment,
                   "keep_image": keep_image, "batch_size": batch_size, "overrides": dict(overrides or {}),
                   "threads": threads, "num_threads": math.ceil(cpus_per_worker) if gpus_per_worker == 0 else None,
                   "out_dir": str(Path(out_dir).absolute()), "writer": {**writer_options, "workers": threads},
@@ -231,7 +234,17 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
 
     # The backend name goes into run.json; ask a worker (the driver may have no GPU, or no backend).
     resources = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker}
-    info = ray.get(ray.remote(**resources)(probe).remote(config))
+    have = ray.cluster_resources()
+    for name, need in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
+        if need > have.get(name, 0):  # Ray would wait forever for an actor that fits nowhere
+            raise ValueError(f"each worker asks for {need:g} {name}(s), but the cluster has "
+                             f"{have.get(name, 0):g}; lower --{name.lower()}s-per-worker or add nodes")
+    try:
+        info = ray.get(ray.remote(**resources)(probe).remote(config))
+    except ray.exceptions.RayTaskError as err:  # one line, not the worker's traceback
+        cause = err.cause if getattr(err, "cause", None) is not None else err
+        raise RuntimeError(f"a worker cannot open the model on device {config['device']!r}: "
+                           f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1]}") from None
     settings = {"model": info["model"], "model_sha256": info["model_sha256"], "backend": info["backend"],
                 "overrides": config["overrides"]}  # the keys single-process annotate stores
     writer = AnnotationWriter(out_dir, tuple(info["classes"]), settings=settings, overwrite=overwrite, workers=0,

@@ -183,7 +183,8 @@ def _list_uri(source: str, recursive: bool) -> list[str]:
         pattern = _glob_regex(source)
         found = [u for u in found if pattern.fullmatch(u)]
     if not found:
-        what = "matches no image files" if has_glob else "holds no image files" + ("" if deep else " (sub-folders: --recursive)")
+        what = "matches no image files" if has_glob else "holds no image files"
+        what += "" if deep or has_glob else " (sub-folders: --recursive)"
         raise FileNotFoundError(f"{source!r} {what}")
     return found
 

@@ -24,6 +24,7 @@ import shutil
 import socket
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,8 @@ class AnnotateActor:
         self.out_dir = Path(config["out_dir"])
         self.writer = WorkerWriter(self.out_dir, self.annotator.spec.classes, **config["writer"])
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._staging = Path(tempfile.mkdtemp(prefix="fastcell-ray-"))
+        self._staging = Path(tempfile.mkdtemp(prefix="fastcell-ray-"))  # node-local copies of URIs
+        weakref.finalize(self, shutil.rmtree, self._staging, True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from fastcell.distributed._sources import is_uri
@@ -201,8 +203,9 @@ class AnnotateActor:
 
         config = self.config
         source = ImageFiles(local, name="ray batch", workers=config["threads"])
-        stream = fastcell.stream(source, self.annotator, batch_size=config["batch_size"], keep_image=config["keep_image"],
-                                 segment=config["segment"], live=False, drop=False,
+        # The settings of single-process annotate: every frame, in order, a hung read stops the task.
+        stream = fastcell.stream(source, self.annotator, batch_size=config["batch_size"],
+                                 keep_image=config["keep_image"], segment=config["segment"], live=False, drop=False,
                                  stall_timeout=config["stall_timeout"], on_stall="raise", workers=config["threads"])
         try:
             with stream:
