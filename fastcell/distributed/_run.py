@@ -190,7 +190,8 @@ def annotate(
         ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
                  logging_level=logging.ERROR)
     try:
-        config = {"bundle": ray.put(bundle),  # once in the object store; each node fetches it once "device": device, "precision": precision, "segment": segment,
+        # The model goes into the object store once; each node fetches it once.
+        config = {"bundle": ray.put(bundle), "device": device, "precision": precision, "segment": segment,
                   "keep_image": keep_image, "batch_size": batch_size, "overrides": dict(overrides or {}),
                   "threads": threads, "num_threads": math.ceil(cpus_per_worker) if gpus_per_worker == 0 else None,
                   "out_dir": str(Path(out_dir).absolute()), "writer": {**writer_options, "workers": threads},
