@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -60,10 +61,10 @@ def write_detections(path: Path, frames: Iterable[tuple[str, Path | None]], clas
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fastcell.io.writers import _atomic
-
     schema = _schema()
-    tmp = path.with_name(f".{path.name}{_atomic.TMP_SUFFIX}")
+    tmp_dir = path.parent / ".fastcell" / "tmp"  # the writer's temporaries, cleared when a run starts
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"{path.name}.{os.getpid()}"
     columns: dict[str, list] = {name: [] for name in SCHEMA_FIELDS}
     total = missing = 0
     with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:

@@ -196,7 +196,11 @@ def annotate(
                   "threads": threads, "num_threads": math.ceil(cpus_per_worker) if gpus_per_worker == 0 else None,
                   "out_dir": str(Path(out_dir).absolute()), "writer": {**writer_options, "workers": threads},
                   "stall_timeout": _stall_timeout()}
+        # Single-process annotate may store the source in run.json (to refuse a second source in one
+        # folder); store it the same way, so that either engine resumes the other's folder.
+        stored = getattr(_annotate_cli(), "_source_setting", None)
         return _execute(ray, plan, Path(out_dir), config, writer_options, workers=workers,
+                        source_setting=stored(os.fspath(source)) if stored else None,
                         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, overwrite=overwrite,
                         progress=progress, on_image=on_image)
     finally:
@@ -219,6 +223,12 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
                               "running there, and the port open?)") from None
 
 
+def _annotate_cli() -> Any:
+    import fastcell.cli.annotate
+
+    return fastcell.cli.annotate
+
+
 def _stall_timeout() -> float:
     from fastcell.cli.annotate import READ_STALL_TIMEOUT
 
@@ -227,7 +237,7 @@ def _stall_timeout() -> float:
 
 def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_options: dict[str, Any], *,
              workers: int | None, gpus_per_worker: float, cpus_per_worker: float, overwrite: bool, progress: bool,
-             on_image: Callable | None) -> RunSummary:
+             on_image: Callable | None, source_setting: str | None) -> RunSummary:
     from fastcell.cli.annotate import _Progress
     from fastcell.distributed._parquet import DETECTIONS_FILE, write_detections
     from fastcell.distributed._worker import cells_path, finished, probe
@@ -248,15 +258,19 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
                            f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1]}") from None
     settings = {"model": info["model"], "model_sha256": info["model_sha256"], "backend": info["backend"],
                 "overrides": config["overrides"]}  # the keys single-process annotate stores
+    if source_setting is not None:  # (and the source, where single-process annotate stores it)
+        settings["source"] = source_setting
     writer = AnnotationWriter(out_dir, tuple(info["classes"]), settings=settings, overwrite=overwrite, workers=0,
                               **{k: v for k, v in writer_options.items()})
     summary = RunSummary(out_dir=out_dir)
     with writer:
+        for stale in (out_dir / ".fastcell" / "tmp").glob("cells-*"):  # a killed worker's; none is running
+            stale.unlink(missing_ok=True)
         todo = [i for i, item in enumerate(plan.items) if not finished(writer, item.key)]
         summary.already = len(plan.items) - len(todo)
         bar = _Progress(len(plan.items), summary.already, quiet=not progress)
         start = time.perf_counter()
-        failed: dict[int, str] = {}
+        collector = _Collector(plan, summary, bar, on_image)
         try:
             if todo:
                 n_workers = workers or _default_workers(ray, gpus_per_worker, cpus_per_worker)
@@ -269,8 +283,8 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
                     AnnotateActor, fn_constructor_kwargs={"config": config}, batch_size=config["batch_size"],
                     batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=n_workers),
                     num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None)
-                done = _collect(results, plan, summary, failed, bar, on_image)
-                unseen = [key for key in done if not finished(writer, key)]
+                collector.consume(results)
+                unseen = [key for key in collector.done if not finished(writer, key)]
                 if unseen:  # a worker wrote where the driver cannot see: OUT is not one folder for all nodes
                     raise RuntimeError(
                         f"{len(unseen)} image(s) reported finished are not in {out_dir} as the driver sees it "
@@ -280,7 +294,7 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
             summary.error = err
         finally:
             bar.close()
-        summary.failed = [failed[i] for i in sorted(failed)]
+        summary.failed = [collector.failed[i] for i in sorted(collector.failed)]
         totals = writer.finish(plan.items, summary.failed)
         recorded = [item for item in plan.items if writer.is_done(item.key)]
         frames = [(item.name, cells_path(out_dir, item.key) if cells_path(out_dir, item.key).is_file() else None)
@@ -291,27 +305,41 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
     return summary
 
 
-def _collect(results: Any, plan: Any, summary: RunSummary, failed: dict[int, str], bar: Any,
-             on_image: Callable | None) -> list[str]:
-    """Consume the actors' status rows as they stream in; return the keys reported finished."""
-    done: list[str] = []
-    reported: set[str] = set()
-    for batch in results.iter_batches(batch_size=None, batch_format="pandas"):
-        for row in batch.to_dict("records"):
-            if row["worker"] not in summary.workers:
-                summary.workers.append(row["worker"])
-            if row["key"] in reported:  # Ray keeps one attempt's output per task; never count twice
-                raise RuntimeError(f"image {row['key']} was reported twice")
-            reported.add(row["key"])
-            if row["status"] == "failed":
-                failed[int(row["index"])] = f"{plan.paths[int(row['index'])]}: {row['reason']}"
-            else:
-                done.append(row["key"])
-                summary.annotated += 1
-            bar.update(max(int(row["cells"]), 0))
-            if on_image is not None:
-                on_image(row)
-    return done
+class _Collector:
+    """Consumes the actors' status rows on the driver as they stream in."""
+
+    def __init__(self, plan: Any, summary: RunSummary, bar: Any, on_image: Callable | None) -> None:
+        self.plan, self.summary, self.bar, self.on_image = plan, summary, bar, on_image
+        self.failed: dict[int, str] = {}  # source index → "path: reason"
+        self.done: list[str] = []  # keys reported finished
+        self._reported: set[str] = set()
+
+    def consume(self, results: Any) -> None:
+        batches = iter(results.iter_batches(batch_size=None, batch_format="pandas"))
+        try:
+            for batch in batches:
+                for row in batch.to_dict("records"):
+                    self._row(row)
+        finally:  # stopping early (an error, on_image raising) stops the actors now, not when collected
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    def _row(self, row: dict[str, Any]) -> None:
+        if row["worker"] not in self.summary.workers:
+            self.summary.workers.append(row["worker"])
+        if row["key"] in self._reported:  # Ray keeps one attempt's output per task; never count twice
+            raise RuntimeError(f"image {row['key']} was reported twice")
+        self._reported.add(row["key"])
+        index = int(row["index"])
+        if row["status"] == "failed":
+            self.failed[index] = f"{self.plan.paths[index]}: {row['reason']}"
+        else:
+            self.done.append(row["key"])
+            self.summary.annotated += 1
+        self.bar.update(max(int(row["cells"]), 0))
+        if self.on_image is not None:
+            self.on_image(row)
 
 
 def _default_workers(ray: Any, gpus_per_worker: float, cpus_per_worker: float) -> int:

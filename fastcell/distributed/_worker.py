@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from fastcell.io.writers import AnnotationWriter, Item
-from fastcell.io.writers import _atomic
 
 __all__ = ["AnnotateActor", "WorkerWriter", "model_bundle", "unpack_model", "cells_path", "finished", "probe"]
 
@@ -106,6 +105,23 @@ class WorkerWriter(AnnotationWriter):
         if not run_file.is_file():
             raise RuntimeError(f"{run_file} is missing: the driver must open the run before workers write")
         self._records.mkdir(parents=True, exist_ok=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a unique temporary in ``OUT/.fastcell/tmp`` (the folder the writer
+    keeps its temporaries in and clears when a run starts), then rename it into place."""
+    state = next(p for p in path.parents if p.name == ".fastcell")
+    tmp_dir = state / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="cells-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def cells_path(out_dir: Path, key: str) -> Path:
@@ -215,8 +231,8 @@ class AnnotateActor:
                     item = Item(key=str(batch["key"][i]), name=str(batch["name"][i]),
                                 source_format=str(batch["source_format"][i]) or None)
                     # Detections first, the record last: a recorded image always has its detections.
-                    _atomic.write_text(cells_path(self.out_dir, item.key),
-                                       json.dumps(_cells(result), separators=(",", ":")) + "\n")
+                    write_atomic(cells_path(self.out_dir, item.key),
+                                 (json.dumps(_cells(result), separators=(",", ":")) + "\n").encode())
                     self.writer.submit(result, item)
                     rows[i] = {"status": "written", "cells": len(result), "reason": ""}
                 self.writer.wait()  # the task ends only when its images are on disk
