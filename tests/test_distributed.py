@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,28 +119,33 @@ def test_same_annotations_as_single_process(cluster, source: Path, reference: Pa
     _check_detections(out)
 
 
-def test_killed_actor_loses_and_duplicates_nothing(cluster, source: Path, reference: Path, tmp_path: Path) -> None:
+def test_killed_actors_lose_and_duplicate_nothing(cluster, source: Path, reference: Path, tmp_path: Path) -> None:
+    """SIGKILL the first actor that reports, then the other one: what they had in flight is
+    retried by Ray, and the images left after the second kill can only run on a restarted actor."""
     out = tmp_path / "ray"
     listing = tmp_path / "images.txt"  # the images as file:// URIs, read as any URI is (pyarrow)
     listing.write_text("".join(f"{p.as_uri()}\n" for p in sorted(source.glob("c[0-9]_*.jpg"))))
-    killed: list[int] = []
+    killed: dict[int, float] = {}  # pid → time.time() of its kill
     rows: list[dict] = []
 
-    def kill_first_worker(row: dict) -> None:  # runs on the driver as results arrive
+    def kill(row: dict) -> None:  # runs on the driver as results arrive
         rows.append(row)
-        if not killed:
-            pid = int(row["worker"].rsplit(":", 1)[1])
+        pid = int(row["worker"].rsplit(":", 1)[1])
+        if len(killed) < 2 and pid not in killed and len(rows) < 4 * COPIES:
             os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            killed[pid] = time.time()
 
     summary = annotate(listing, out, formats=("yolo", "coco", "csv", "labels"), workers=2, batch_size=1,
-                       progress=False, on_image=kill_first_worker)
+                       progress=False, on_image=kill)
     assert summary.error is None
-    assert killed and f"{os.uname().nodename}:{killed[0]}" in summary.workers
-    assert len(summary.workers) >= 3, "the killed actor was not replaced"  # a restarted actor is a new pid
     keys = [r["key"] for r in rows]
-    assert len(keys) == len(set(keys)) == 4 * COPIES
+    assert len(keys) == len(set(keys)) == 4 * COPIES  # every image reported once
     assert summary.annotated == 4 * COPIES and summary.images == 4 * COPIES
+    assert killed, "no actor was killed while images were left"
+    pids = [int(r["worker"].rsplit(":", 1)[1]) for r in rows]
+    assert not [p for p, r in zip(pids, rows) if p in killed and r["time"] > killed[p]], "a killed actor kept working"
+    after = [p for p, r in zip(pids, rows) if len(killed) == 2 and r["time"] > max(killed.values())]
+    assert all(p not in killed for p in after)  # what was left after both kills ran on restarted actors
     _check_same_as(out, reference, skip=("failed.txt", ".fastcell/run.json"))  # the list names no corrupt file
     _check_detections(out)
 
