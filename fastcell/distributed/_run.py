@@ -274,7 +274,8 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
         try:
             if todo:
                 n_workers = workers or _default_workers(ray, gpus_per_worker, cpus_per_worker)
-                dataset = _dataset(ray, plan, todo, config["batch_size"], n_workers)
+                dataset, blocks = _dataset(ray, plan, todo, config["batch_size"], n_workers)
+                n_workers = min(n_workers, blocks)  # an actor without a block would only load the model
                 from fastcell.distributed._worker import AnnotateActor
 
                 # Ray Data restarts a dead actor and retries its tasks (max_restarts=-1,
@@ -349,8 +350,9 @@ def _default_workers(ray: Any, gpus_per_worker: float, cpus_per_worker: float) -
     return max(1, int(resources.get("CPU", 1) // cpus_per_worker))
 
 
-def _dataset(ray: Any, plan: Any, todo: list[int], batch_size: int, n_workers: int) -> Any:
-    """The unfinished images as a Ray Dataset of blocks small enough to spread over every actor."""
+def _dataset(ray: Any, plan: Any, todo: list[int], batch_size: int, n_workers: int) -> tuple[Any, int]:
+    """The unfinished images as a Ray Dataset of blocks small enough to spread over every actor,
+    and the number of blocks."""
     import pyarrow as pa
 
     context = ray.data.DataContext.get_current()
@@ -369,4 +371,4 @@ def _dataset(ray: Any, plan: Any, todo: list[int], batch_size: int, n_workers: i
     per_block = max(1, math.ceil(len(todo) / (4 * n_workers)))
     per_block = min(max(batch_size, math.ceil(per_block / batch_size) * batch_size), max(256, batch_size))
     blocks = [table.slice(i, per_block) for i in range(0, len(todo), per_block)]
-    return ray.data.from_arrow(blocks)
+    return ray.data.from_arrow(blocks), len(blocks)
