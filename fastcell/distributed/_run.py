@@ -273,9 +273,13 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
         collector = _Collector(plan, summary, bar, on_image)
         try:
             if todo:
-                n_workers = workers or _default_workers(ray, gpus_per_worker, cpus_per_worker)
-                dataset, blocks = _dataset(ray, plan, todo, config["batch_size"], n_workers)
-                n_workers = min(n_workers, blocks)  # an actor without a block would only load the model
+                capacity = _default_workers(ray, gpus_per_worker, cpus_per_worker)
+                if workers and workers > capacity:  # the pool would wait for actors that never fit
+                    log.warning("fastcell: the cluster holds %d worker(s) of %g CPU / %g GPU; starting %d, not %d",
+                                capacity, cpus_per_worker, gpus_per_worker, capacity, workers)
+                dataset, blocks = _dataset(ray, plan, todo, config["batch_size"], min(workers or capacity, capacity))
+                # no more actors than blocks: an actor without a block would only load the model
+                n_workers = min(workers or capacity, capacity, blocks)
                 from fastcell.distributed._worker import AnnotateActor
 
                 # Ray Data restarts a dead actor and retries its tasks (max_restarts=-1,
