@@ -121,7 +121,7 @@ def annotate(
         Ray is already initialised in this process, that cluster is used.
     workers : int, optional
         Actors, each with its own copy of the model; default: as many as the cluster's CPUs (or
-        GPUs, with ``gpus_per_worker``) allow.
+        GPUs, with ``gpus_per_worker``) hold, which is also the most started (with a warning).
     gpus_per_worker : float
         GPUs reserved per actor; 0.5 puts two actors on each GPU.
     cpus_per_worker : float
