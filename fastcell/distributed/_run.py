@@ -235,12 +235,12 @@ def _stall_timeout() -> float:
     return READ_STALL_TIMEOUT
 
 
-def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_options: dict[str, Any], *,
-             workers: int | None, gpus_per_worker: float, cpus_per_worker: float, overwrite: bool, progress: bool,
-             on_image: Callable | None, source_setting: str | None) -> RunSummary:
-    from fastcell.cli.annotate import _Progress
-    from fastcell.distributed._parquet import DETECTIONS_FILE, write_detections
-    from fastcell.distributed._worker import cells_path, finished, probe
+def _open_writer(ray: Any, out_dir: Path, config: dict[str, Any], writer_options: dict[str, Any], *,
+                 gpus_per_worker: float, cpus_per_worker: float, overwrite: bool,
+                 source_setting: str | None) -> Any:
+    """The driver's AnnotationWriter: it holds the folder's lock and writes ``run.json``, with the
+    settings single-process annotate stores, so either engine resumes the other's folder."""
+    from fastcell.distributed._worker import probe
     from fastcell.io.writers import AnnotationWriter
 
     # The backend name goes into run.json; ask a worker (the driver may have no GPU, or no backend).
@@ -260,8 +260,19 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
                 "overrides": config["overrides"]}  # the keys single-process annotate stores
     if source_setting is not None:  # (and the source, where single-process annotate stores it)
         settings["source"] = source_setting
-    writer = AnnotationWriter(out_dir, tuple(info["classes"]), settings=settings, overwrite=overwrite, workers=0,
-                              **{k: v for k, v in writer_options.items()})
+    return AnnotationWriter(out_dir, tuple(info["classes"]), settings=settings, overwrite=overwrite, workers=0,
+                            **writer_options)
+
+
+def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_options: dict[str, Any], *,
+             workers: int | None, gpus_per_worker: float, cpus_per_worker: float, overwrite: bool, progress: bool,
+             on_image: Callable | None, source_setting: str | None) -> RunSummary:
+    from fastcell.cli.annotate import _Progress
+    from fastcell.distributed._parquet import DETECTIONS_FILE, write_detections
+    from fastcell.distributed._worker import cells_path, finished
+
+    writer = _open_writer(ray, out_dir, config, writer_options, gpus_per_worker=gpus_per_worker,
+                          cpus_per_worker=cpus_per_worker, overwrite=overwrite, source_setting=source_setting)
     summary = RunSummary(out_dir=out_dir)
     with writer:
         for stale in (out_dir / ".fastcell" / "tmp").glob("cells-*"):  # a killed worker's; none is running
