@@ -107,3 +107,21 @@ def test_missing_ray_says_what_to_install(folder: Path, tmp_path: Path, monkeypa
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
     with pytest.raises(ImportError, match=r"pip install \"fastcell\[ray\]\""):
         dist.annotate(folder, tmp_path / "out")
+
+
+def test_outputs_are_never_inputs(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "segmented").mkdir(parents=True)
+    own = out / "segmented" / "BloodImage_00007.jpg"  # what an earlier run wrote
+    shutil.copy(SAMPLES / "BloodImage_00007.jpg", own)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{folder / 'BloodImage_00007.jpg'}\n{own}\n")
+    plan = resolve_source(str(listing), out=out)
+    assert plan.paths == [str(folder / "BloodImage_00007.jpg")]
+    assert [p for p, _ in plan.skipped] == [str(own)] and "output folders" in plan.skipped[0][1]
+    only = tmp_path / "only.txt"
+    only.write_text(f"{own}\n")
+    with pytest.raises(FileNotFoundError, match="inside the output folders"):
+        resolve_source(str(only), out=out)
+    with pytest.raises(ValueError, match="inside"):  # a folder source inside them: as single-process annotate
+        resolve_source(str(out / "segmented"), out=out)

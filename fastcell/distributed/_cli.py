@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "distributed (--engine ray, needs fastcell[ray])",
         "SRC may also be a list file (.txt), a Parquet/CSV manifest with a 'path' column, or a URI "
-        "(s3://, gs://, file://...); --workers is then the number of Ray actors (0: as many as the "
-        "cluster's CPUs, or GPUs with --gpus-per-worker, allow), each with its own model. Also writes "
+        "(s3://, gs://, file://...); --workers is then the number of Ray actors, each with its own model "
+        "(at most as many as the cluster holds: CPUs, or GPUs with --gpus-per-worker). Also writes "
         "detections.parquet (one row per cell).")
     group.add_argument("--engine", choices=["local", "ray"], default="local",
                        help="local: this process (default); ray: actors on a Ray cluster")
@@ -37,11 +37,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = annotate(
             args.source, args.out, model=args.model, device=args.device, precision=args.precision,
-            formats=args.write, address=args.address, workers=args.workers or None,
+            formats=args.write, address=args.address, workers=args.workers,
             gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, batch_size=args.batch,
             recursive=args.recursive, overwrite=args.overwrite, image_format=args.image_format,
             labels_format=args.labels_format, coco_masks=args.coco_masks, yolo_scores=args.yolo_scores,
-            crops_masked=args.crops_masked, overrides=_overrides(args), progress=not args.quiet)
+            crops_masked=args.crops_masked, overrides=_overrides(args), progress=not args.quiet,
+            max_pixels=args.max_pixels)
     except (FileNotFoundError, ValueError, ImportError, SettingsMismatch, ConnectionError) as err:
         print(f"fastcell annotate: {err}", file=sys.stderr)
         return 1
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         outcome = _Outcome(annotated=summary.annotated, already=summary.already, failed=summary.failed,
                            totals=Totals(images=summary.images, cells=summary.cells))
-        _summary(args, args.write, outcome, summary.elapsed)
+        _summary(args, args.write, outcome, summary.elapsed, summary.plan)
         hosts = {w.split(":")[0] for w in summary.workers}
         print(f"  ray: {len(summary.workers)} actor process(es) on {len(hosts)} node(s); "
               f"{DETECTIONS_FILE}: {summary.detections:,} cells")

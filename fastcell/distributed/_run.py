@@ -37,8 +37,9 @@ class RunSummary:
         Images written by this run.
     already : int
         Images finished by an earlier run (skipped without being read).
-    failed : list of str
-        ``"path: reason"`` for each source that could not be read, in source order.
+    failed : list of (str, str)
+        ``(path, reason)`` for each entry of the source that was skipped (see
+        :func:`fastcell.cli.annotate.resolve`), then each that could not be read, in source order.
     cells : dict of str to int
         Cells per class over all images in the folder.
     detections : int
@@ -55,12 +56,13 @@ class RunSummary:
     images: int = 0
     annotated: int = 0
     already: int = 0
-    failed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
     cells: dict[str, int] = field(default_factory=dict)
     detections: int = 0
     elapsed: float = 0.0
     workers: list[str] = field(default_factory=list)
     error: BaseException | None = None
+    plan: Any = None  # the resolved source (fastcell.cli.annotate.Plan)
 
 
 def _ray() -> Any:
@@ -97,6 +99,7 @@ def annotate(
     progress: bool = True,
     on_image: Callable[[dict[str, Any]], None] | None = None,
     num_cpus: int | None = None,
+    max_pixels: int | None = None,
 ) -> RunSummary:
     """Annotate images on a Ray cluster: the same output folder as ``fastcell annotate``, plus
     ``detections.parquet``.
@@ -143,6 +146,9 @@ def annotate(
         and ``time`` (``time.time()`` on the worker when its batch was written).
     num_cpus : int, optional
         CPUs of the local cluster (only without ``address``).
+    max_pixels : int, optional
+        Largest image read (width × height), refused from its header before decoding; default:
+        :data:`fastcell.io.sources.MAX_PIXELS`, 0: no limit.
 
     Returns
     -------
@@ -175,7 +181,10 @@ def annotate(
     if not (gpus_per_worker >= 0 and cpus_per_worker > 0 and math.isfinite(gpus_per_worker + cpus_per_worker)):
         raise ValueError(f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, "
                          f"got {gpus_per_worker}, {cpus_per_worker}")
-    plan = resolve_source(source, recursive)  # fails fast, before Ray starts
+    from fastcell.io.sources._files import MAX_PIXELS, check_max_pixels
+
+    max_pixels = check_max_pixels(MAX_PIXELS if max_pixels is None else (max_pixels or None))
+    plan = resolve_source(source, recursive, out_dir)  # fails fast, before Ray starts
     ray = _ray()
     from fastcell.distributed._worker import model_bundle
 
@@ -195,12 +204,8 @@ def annotate(
                   "keep_image": keep_image, "batch_size": batch_size, "overrides": dict(overrides or {}),
                   "threads": threads, "num_threads": math.ceil(cpus_per_worker) if gpus_per_worker == 0 else None,
                   "out_dir": str(Path(out_dir).absolute()), "writer": {**writer_options, "workers": threads},
-                  "stall_timeout": _stall_timeout()}
-        # Single-process annotate may store the source in run.json (to refuse a second source in one
-        # folder); store it the same way, so that either engine resumes the other's folder.
-        stored = getattr(_annotate_cli(), "_source_setting", None)
-        return _execute(ray, plan, Path(out_dir), config, writer_options, workers=workers,
-                        source_setting=stored(os.fspath(source)) if stored else None,
+                  "stall_timeout": _stall_timeout(), "max_pixels": max_pixels}
+        return _execute(ray, plan, os.fspath(source), Path(out_dir), config, writer_options, workers=workers,
                         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, overwrite=overwrite,
                         progress=progress, on_image=on_image)
     finally:
@@ -223,23 +228,18 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
                               "running there, and the port open?)") from None
 
 
-def _annotate_cli() -> Any:
-    import fastcell.cli.annotate
-
-    return fastcell.cli.annotate
-
-
 def _stall_timeout() -> float:
     from fastcell.cli.annotate import READ_STALL_TIMEOUT
 
     return READ_STALL_TIMEOUT
 
 
-def _open_writer(ray: Any, out_dir: Path, config: dict[str, Any], writer_options: dict[str, Any], *,
-                 gpus_per_worker: float, cpus_per_worker: float, overwrite: bool,
-                 source_setting: str | None) -> Any:
+def _open_writer(ray: Any, source: str, out_dir: Path, config: dict[str, Any], writer_options: dict[str, Any], *,
+                 gpus_per_worker: float, cpus_per_worker: float, overwrite: bool) -> Any:
     """The driver's AnnotationWriter: it holds the folder's lock and writes ``run.json``, with the
     settings single-process annotate stores, so either engine resumes the other's folder."""
+    from fastcell.cli.annotate import _source_setting
+    from fastcell.distributed._sources import is_uri
     from fastcell.distributed._worker import probe
     from fastcell.io.writers import AnnotationWriter
 
@@ -258,22 +258,23 @@ def _open_writer(ray: Any, out_dir: Path, config: dict[str, Any], writer_options
                            f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1]}") from None
     settings = {"model": info["model"], "model_sha256": info["model_sha256"], "backend": info["backend"],
                 "overrides": config["overrides"]}  # the keys single-process annotate stores
-    if source_setting is not None:  # (and the source, where single-process annotate stores it)
-        settings["source"] = source_setting
+    # The source too, as single-process annotate stores it: neither engine mixes two sources in one
+    # folder, and either resumes the other's.
+    settings["source"] = source if is_uri(source) else _source_setting(source)
     return AnnotationWriter(out_dir, tuple(info["classes"]), settings=settings, overwrite=overwrite, workers=0,
                             **writer_options)
 
 
-def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_options: dict[str, Any], *,
-             workers: int | None, gpus_per_worker: float, cpus_per_worker: float, overwrite: bool, progress: bool,
-             on_image: Callable | None, source_setting: str | None) -> RunSummary:
+def _execute(ray: Any, plan: Any, source: str, out_dir: Path, config: dict[str, Any],
+             writer_options: dict[str, Any], *, workers: int | None, gpus_per_worker: float,
+             cpus_per_worker: float, overwrite: bool, progress: bool, on_image: Callable | None) -> RunSummary:
     from fastcell.cli.annotate import _Progress
     from fastcell.distributed._parquet import DETECTIONS_FILE, write_detections
     from fastcell.distributed._worker import cells_path, finished
 
-    writer = _open_writer(ray, out_dir, config, writer_options, gpus_per_worker=gpus_per_worker,
-                          cpus_per_worker=cpus_per_worker, overwrite=overwrite, source_setting=source_setting)
-    summary = RunSummary(out_dir=out_dir)
+    writer = _open_writer(ray, source, out_dir, config, writer_options, gpus_per_worker=gpus_per_worker,
+                          cpus_per_worker=cpus_per_worker, overwrite=overwrite)
+    summary = RunSummary(out_dir=out_dir, plan=plan)
     with writer:
         for stale in (out_dir / ".fastcell" / "tmp").glob("cells-*"):  # a killed worker's; none is running
             stale.unlink(missing_ok=True)
@@ -310,7 +311,7 @@ def _execute(ray: Any, plan: Any, out_dir: Path, config: dict[str, Any], writer_
             summary.error = err
         finally:
             bar.close()
-        summary.failed = [collector.failed[i] for i in sorted(collector.failed)]
+        summary.failed = list(plan.skipped) + [collector.failed[i] for i in sorted(collector.failed)]
         totals = writer.finish(plan.items, summary.failed)
         recorded = [item for item in plan.items if writer.is_done(item.key)]
         frames = [(item.name, cells_path(out_dir, item.key) if cells_path(out_dir, item.key).is_file() else None)
@@ -326,7 +327,7 @@ class _Collector:
 
     def __init__(self, plan: Any, summary: RunSummary, bar: Any, on_image: Callable | None) -> None:
         self.plan, self.summary, self.bar, self.on_image = plan, summary, bar, on_image
-        self.failed: dict[int, str] = {}  # source index → "path: reason"
+        self.failed: dict[int, tuple[str, str]] = {}  # source index → (path, reason)
         self.done: list[str] = []  # keys reported finished
         self._reported: set[str] = set()
 
@@ -349,7 +350,7 @@ class _Collector:
         self._reported.add(row["key"])
         index = int(row["index"])
         if row["status"] == "failed":
-            self.failed[index] = f"{self.plan.paths[index]}: {row['reason']}"
+            self.failed[index] = (self.plan.paths[index], row["reason"])
         else:
             self.done.append(row["key"])
             self.summary.annotated += 1

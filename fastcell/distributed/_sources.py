@@ -42,8 +42,11 @@ def is_uri(text: str) -> bool:
     return bool(sep) and scheme.isascii() and scheme.replace("+", "").replace("-", "").isalnum() and len(scheme) > 1
 
 
-def resolve_source(source: str, recursive: bool = False) -> Plan:
+def resolve_source(source: str, recursive: bool = False, out: str | os.PathLike | None = None) -> Plan:
     """Expand SRC into image paths/URIs with unique output keys (see the module docstring).
+
+    With ``out``, nothing inside the folders an annotation run writes there is read: such entries
+    of a list or manifest are skipped (``Plan.skipped``, listed in ``failed.txt``).
 
     Raises
     ------
@@ -61,10 +64,10 @@ def resolve_source(source: str, recursive: bool = False) -> Plan:
     suffix = posixpath.splitext(source.lower())[1]
     if suffix in LIST_SUFFIXES + MANIFEST_SUFFIXES and (is_uri(source) or os.path.isfile(source)):
         paths = _read_list(source) if suffix in LIST_SUFFIXES else _read_manifest(source)
-        return _plan(paths)
+        return _plan(paths, out)
     if is_uri(source):
-        return _plan(_list_uri(source, recursive))
-    plan = resolve(source, recursive)
+        return _plan(_list_uri(source, recursive), out)
+    plan = resolve(source, recursive, out)
     if plan.video is not None:
         raise ValueError(f"{source} is a video; the distributed engine annotates image files only "
                          "(run single-process 'fastcell annotate' on videos)")
@@ -225,8 +228,23 @@ def _key_path(path: str) -> str:
     return os.path.abspath(path)
 
 
-def _plan(paths: list[str]) -> Plan:
-    """Keys relative to the deepest folder common to all paths, made unique as in single-process mode."""
+def _plan(paths: list[str], out: str | os.PathLike | None) -> Plan:
+    """Keys relative to the deepest folder common to all paths, made unique as in single-process
+    mode; local paths inside the run's own output folders are skipped (outputs are never inputs)."""
+    from fastcell.io.writers import owned_paths
+
+    owned = [os.path.realpath(p) for p in owned_paths(out)] if out is not None else []
+    skipped = []
+    if owned:
+        def inside(path: str) -> bool:
+            real = os.path.realpath(path)
+            return any(real == o or real.startswith(o.rstrip(os.sep) + os.sep) for o in owned)
+
+        skipped = [(p, "inside the output folders of this run: never read as input")
+                   for p in paths if not is_uri(p) and inside(p)]
+        paths = [p for p in paths if is_uri(p) or not inside(p)]
+    if not paths:
+        raise FileNotFoundError("every listed image is inside the output folders of this run")
     pseudo = [_key_path(p) for p in paths]
     root = os.path.commonpath([os.path.dirname(p) for p in pseudo])
-    return Plan(paths=list(paths), items=_items(pseudo, root))
+    return Plan(paths=list(paths), items=_items(pseudo, root), skipped=skipped)

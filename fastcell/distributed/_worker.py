@@ -160,7 +160,7 @@ class AnnotateActor:
     config : dict
         ``bundle`` (:func:`model_bundle`), ``device``, ``precision``, ``segment``, ``keep_image``,
         ``batch_size``, ``overrides``, ``threads``, ``num_threads``, ``out_dir``, ``writer`` (the
-        :class:`AnnotationWriter` keyword arguments), ``stall_timeout``.
+        :class:`AnnotationWriter` keyword arguments), ``stall_timeout``, ``max_pixels``.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -218,7 +218,7 @@ class AnnotateActor:
         from fastcell.io.sources import ImageFiles
 
         config = self.config
-        source = ImageFiles(local, name="ray batch", workers=config["threads"])
+        source = ImageFiles(local, name="ray batch", workers=config["threads"], max_pixels=config["max_pixels"])
         # The settings of single-process annotate: every frame, in order, a hung read stops the task.
         stream = fastcell.stream(source, self.annotator, batch_size=config["batch_size"],
                                  keep_image=config["keep_image"], segment=config["segment"], live=False, drop=False,
