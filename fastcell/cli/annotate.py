@@ -89,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest image (width x height) read; larger ones are refused from their header "
                              "before decoding; 0: no limit (default: %(default)s)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    from fastcell.distributed._cli import add_arguments as add_distributed_arguments  # imports no Ray
+
+    add_distributed_arguments(parser)  # --engine ray, --address, --gpus-per-worker
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -239,6 +242,10 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     from fastcell.io.sources import open_source
 
+    if getattr(args, "engine", "local") == "ray":
+        from fastcell.distributed._cli import run as run_distributed
+
+        return run_distributed(args)
     try:
         plan = resolve(args.source, args.recursive, args.out)
     except (FileNotFoundError, ValueError) as err:
