@@ -21,7 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fastcell.postprocess import Postprocessor, apply_overrides
-from fastcell.preprocess import Preprocessor, check_frame
+from fastcell.frames import check_frame
+from fastcell.preprocess import Preprocessor
 from fastcell.results import Result
 from fastcell.runtime import Backend, open_backend
 from fastcell.scale import needs_rescale
@@ -55,8 +56,10 @@ class Annotator:
         re-runs only the frames whose cells came out too large (or none at all); ``None``: the
         plain letterbox. Default: the model's ``cell_size`` setting.
     **overrides
-        Post-processing settings replacing the model's: ``score_threshold``, ``nms_iou``,
-        ``gbciou``, ``merge_iou``, ``merge`` ("multi"/"single"/"none"), ``class_agnostic``,
+        Post-processing settings replacing the model's, by the names of their
+        :class:`~fastcell.spec.Thresholds` and :class:`~fastcell.spec.Segmentation` fields
+        (:data:`fastcell.postprocess.OVERRIDABLE`): ``score``, ``nms_iou``, ``gbciou``,
+        ``merge_iou``, ``merge`` ("multi"/"single"/"none"), ``class_agnostic``,
         ``max_detections``, ``disc``, ``hsv_low``, ``hsv_high``, ``fill``.
 
     Notes
@@ -240,7 +243,7 @@ class Annotator:
 
     # -- calls ---------------------------------------------------------------------------------------
     def __call__(self, frame: np.ndarray) -> Result:
-        """Annotate one frame (see :func:`fastcell.preprocess.check_frame` for what is accepted)."""
+        """Annotate one frame (see :func:`fastcell.frames.check_frame` for what is accepted)."""
         return self.batch([frame])[0]
 
     def batch(self, frames: Sequence[np.ndarray]) -> list[Result]:
@@ -248,11 +251,14 @@ class Annotator:
 
         Raises
         ------
+        TypeError
+            When ``frames`` is one array rather than a list, or a frame is not a uint8/uint16 array
+            (the message names its index).
         ValueError
-            When a frame is not an accepted image (the message names its index).
+            When a frame has a shape that is not an image's (the message names its index).
         """
         if isinstance(frames, np.ndarray):
-            raise ValueError("batch() takes a list of frames; call the annotator on a single frame")
+            raise TypeError("batch() takes a list of frames; call the annotator on a single frame")
         frames = list(frames)
         if not frames:
             return []
@@ -261,8 +267,8 @@ class Annotator:
         for i, frame in enumerate(frames):
             try:
                 checked.append(check_frame(frame))
-            except ValueError as err:
-                raise ValueError(f"frame {i}: {err}") from None
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"frame {i}: {err}") from None
         results: list[Result] = []
         for lo in range(0, len(checked), self.max_batch):
             chunk = checked[lo:lo + self.max_batch]

@@ -54,7 +54,7 @@ import numpy as np
 from fastcell._parallel import default_post_workers, submit_batch
 from fastcell.annotator import Annotator
 from fastcell.io.sources import STALL_TIMEOUT, ImageFiles, Source, open_source
-from fastcell.preprocess import check_frame
+from fastcell.frames import check_frame
 from fastcell.results import Result
 
 __all__ = ["stream", "Stream", "StreamError", "StreamStalled", "STALL_TIMEOUT"]
@@ -256,8 +256,8 @@ class _Pipeline:
                 if self._check_frames:
                     try:
                         frame = check_frame(frame)
-                    except ValueError as err:
-                        raise ValueError(f"frame {index} of {name}: {err}") from None
+                    except (TypeError, ValueError) as err:
+                        raise type(err)(f"frame {index} of {name}: {err}") from None
                 self._offer((frame, {"frame_index": index, "source": name, "timestamp": stamp}))
             self._put(self._q_in, _END, _CAPTURE)
         except BaseException as err:  # noqa: BLE001 - every failure goes to the consumer
@@ -643,7 +643,7 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
         Post-processing threads (default: the host's cores less two, at least 1, at most 32; with
         1 it runs in the stream's post-processing thread itself).
     **overrides
-        Post-processing settings (``score_threshold``, ``merge``, ``hsv_low`` ...) and
+        Post-processing settings (``score``, ``merge``, ``hsv_low`` ...) and
         ``cell_size`` (a number of pixels, ``"auto"`` or None; see :mod:`fastcell.scale`), as
         :class:`~fastcell.annotator.Annotator` takes them.
 

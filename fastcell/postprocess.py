@@ -14,26 +14,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fastcell.preprocess import to_bgr8
+from fastcell.frames import to_bgr8
 from fastcell.results import Result
-from fastcell.spec import ModelSpec
+from fastcell.spec import ModelSpec, Segmentation, Thresholds
 
 __all__ = ["Postprocessor", "OVERRIDABLE"]
 
-#: override name → (ModelSpec section, field)
-OVERRIDABLE: dict[str, tuple[str, str]] = {
-    "score_threshold": ("thresholds", "score"),
-    "nms_iou": ("thresholds", "nms_iou"),
-    "gbciou": ("thresholds", "gbciou"),
-    "merge_iou": ("thresholds", "merge_iou"),
-    "merge": ("thresholds", "merge"),
-    "class_agnostic": ("thresholds", "class_agnostic_nms"),
-    "max_detections": ("thresholds", "max_detections"),
-    "disc": ("segmentation", "disc"),
-    "hsv_low": ("segmentation", "hsv_low"),
-    "hsv_high": ("segmentation", "hsv_high"),
-    "fill": ("segmentation", "fill"),
-}
+#: the settings a caller may override, by the name of their ModelSpec field
+#: (:class:`~fastcell.spec.Thresholds` and :class:`~fastcell.spec.Segmentation`)
+OVERRIDABLE: frozenset[str] = frozenset(
+    {f.name for f in dataclasses.fields(Thresholds)} | {f.name for f in dataclasses.fields(Segmentation)})
+_THRESHOLDS = frozenset(f.name for f in dataclasses.fields(Thresholds))
+#: names these settings had before they were given their field's name
+_RENAMED = {"score_threshold": "score", "class_agnostic_nms": "class_agnostic"}
 
 
 def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
@@ -50,19 +43,19 @@ def apply_overrides(spec: ModelSpec, overrides: dict[str, Any]) -> ModelSpec:
         For only one of ``hsv_low``/``hsv_high`` or a bad value (see :class:`~fastcell.spec.Thresholds`
         and :class:`~fastcell.spec.Segmentation`, which check them).
     """
-    unknown = set(overrides) - set(OVERRIDABLE)
+    unknown = set(overrides) - OVERRIDABLE
     if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; expected some of {sorted(OVERRIDABLE)}")
+        renamed = "".join(f"; {old!r} is now called {_RENAMED[old]!r}" for old in sorted(unknown & set(_RENAMED)))
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; expected some of {sorted(OVERRIDABLE)}{renamed}")
     if ("hsv_low" in overrides) != ("hsv_high" in overrides):
         given = "hsv_low" if "hsv_low" in overrides else "hsv_high"
         raise ValueError(f"hsv_low and hsv_high must be overridden together (both ranges, or both None for no "
                          f"HSV refinement); got only {given}={overrides[given]!r}")
     sections: dict[str, dict[str, Any]] = {"thresholds": {}, "segmentation": {}}
     for key, value in overrides.items():
-        section, name = OVERRIDABLE[key]
         if key in ("hsv_low", "hsv_high", "fill") and value is not None:
             value = tuple(int(v) for v in value)
-        sections[section][name] = value
+        sections["thresholds" if key in _THRESHOLDS else "segmentation"][key] = value
     return spec.replace(
         thresholds=dataclasses.replace(spec.thresholds, **sections["thresholds"]),
         segmentation=dataclasses.replace(spec.segmentation, **sections["segmentation"]),
@@ -96,7 +89,7 @@ class Postprocessor:
             merge=t.merge,
             gbciou=float(t.gbciou),
             merge_iou=float(t.merge_iou),
-            class_agnostic=bool(t.class_agnostic_nms),
+            class_agnostic=bool(t.class_agnostic),
             max_detections=None if t.max_detections is None else int(t.max_detections),
         )
         s = spec.segmentation

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from fastcell import defaults
+
 __all__ = ["HEAD_ANCHORS", "Head", "Thresholds", "Segmentation", "ModelSpec", "FORMAT"]
 
 FORMAT = "fastcell-model/1"
@@ -47,6 +49,8 @@ class Thresholds:
     merge_iou : in ``multi`` mode a box is merged only into a box it overlaps with IoU ``> merge_iou``.
     merge : ``"multi"`` (many cells per frame, never loses separate cells), ``"single"`` (the paper's
         one-cell-per-frame setting: all predictions fold into one box) or ``"none"``.
+    class_agnostic : NMS across classes (True) or within each class (False). Model files written
+        before this name read ``class_agnostic_nms`` as this.
     max_detections : at most this many boxes per image (>= 1), highest scores first; None: no limit.
 
     Raises
@@ -55,13 +59,13 @@ class Thresholds:
         On construction: an unknown ``merge`` or a ``max_detections`` below 1.
     """
 
-    score: float = 0.25
-    nms_iou: float = 0.45
-    gbciou: float = 0.5
-    merge_iou: float = 0.5
-    merge: str = "multi"
-    class_agnostic_nms: bool = False
-    max_detections: int | None = 300
+    score: float = defaults.SCORE
+    nms_iou: float = defaults.NMS_IOU
+    gbciou: float = defaults.GBCIOU
+    merge_iou: float = defaults.MERGE_IOU
+    merge: str = defaults.MERGE
+    class_agnostic: bool = False
+    max_detections: int | None = defaults.MAX_DETECTIONS
 
     def __post_init__(self) -> None:
         # Checked here, so a bad JSON file or override fails when it is read, not at the first frame.
@@ -148,19 +152,20 @@ class ModelSpec:
 
     classes: tuple[str, ...]
     anchors: np.ndarray  # (6, 2) float32, (w, h) in input pixels, sorted by area
-    input_size: int = 416
-    heads: tuple[Head, ...] = (Head("p5", 32, HEAD_ANCHORS[32]), Head("p4", 16, HEAD_ANCHORS[16]))
+    input_size: int = defaults.INPUT_SIZE
+    heads: tuple[Head, ...] = tuple(Head(name, stride, HEAD_ANCHORS[stride])
+                                     for name, stride in zip(defaults.OUTPUT_NAMES, (32, 16)))
     thresholds: Thresholds = field(default_factory=Thresholds)
     segmentation: Segmentation = field(default_factory=Segmentation)
-    pad_value: int = 114
+    pad_value: int = defaults.PAD_VALUE
     #: typical cell diameter in the *frame's* pixels: frames are rescaled so their cells appear at
     #: ``train_cell_size`` in the network input. None: plain letterbox; "auto": estimated per frame
     #: (see :mod:`fastcell.scale`)
     cell_size: float | str | None = None
     #: the cell diameter, in network-input pixels, the model knows best (its training scale)
-    train_cell_size: float = 66.0
+    train_cell_size: float = defaults.TRAIN_CELL_SIZE
     name: str = "fastcell"
-    model_file: str = "model.onnx"
+    model_file: str = defaults.MODEL_FILE
     extra: dict[str, Any] = field(default_factory=dict)  # training data, licence, metrics, sha256 ...
     path: Path | None = None  # the JSON file this spec was read from, if any
 
@@ -182,6 +187,20 @@ class ModelSpec:
         if self.path is None:
             raise ValueError("this ModelSpec was not read from a file, so it has no model path")
         return self.path.parent / self.model_file
+
+    @property
+    def int8_path(self) -> Path | None:
+        """The calibrated int8 model named by ``model.json["int8"]["file"]``, or None when it names none.
+
+        Written by :func:`fastcell.export.quantize_int8` (``fastcell export --calib``); the CPU
+        backends read it for ``precision="int8"``.
+        """
+        if self.path is None:
+            raise ValueError("this ModelSpec was not read from a file, so it has no int8 model path")
+        entry = self.extra.get("int8")
+        if not isinstance(entry, dict) or not entry.get("file"):
+            return None
+        return self.path.parent / str(entry["file"])
 
     # -- JSON --------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +237,10 @@ class ModelSpec:
         anchors = np.asarray(d["anchors"], dtype=np.float32)
         if anchors.shape != (6, 2):
             raise ValueError(f"anchors must be 6 (w, h) pairs, got shape {anchors.shape}")
+        thresholds = dict(d.get("thresholds", {}))
+        if "class_agnostic_nms" in thresholds:  # the name older model.json files use (engines/bccd's)
+            old = thresholds.pop("class_agnostic_nms")
+            thresholds.setdefault("class_agnostic", old)
         seg = dict(d.get("segmentation", {}))
         for key in ("hsv_low", "hsv_high", "fill"):
             if seg.get(key) is not None:
@@ -225,15 +248,15 @@ class ModelSpec:
         return cls(
             classes=tuple(d["classes"]),
             anchors=anchors,
-            input_size=int(d.get("input_size", 416)),
+            input_size=int(d.get("input_size", defaults.INPUT_SIZE)),
             heads=tuple(Head(h["output"], int(h["stride"]), tuple(h["anchors"])) for h in d["heads"]),
-            thresholds=Thresholds(**d.get("thresholds", {})),
+            thresholds=Thresholds(**thresholds),
             segmentation=Segmentation(**seg),
-            pad_value=int(d.get("pad_value", 114)),
+            pad_value=int(d.get("pad_value", defaults.PAD_VALUE)),
             cell_size=check_cell_size(d.get("cell_size")),
-            train_cell_size=float(d.get("train_cell_size", 66.0)),
+            train_cell_size=float(d.get("train_cell_size", defaults.TRAIN_CELL_SIZE)),
             name=d.get("name", "fastcell"),
-            model_file=d.get("model_file", "model.onnx"),
+            model_file=d.get("model_file", defaults.MODEL_FILE),
             extra={k: v for k, v in d.items() if k not in known},
             path=path,
         )

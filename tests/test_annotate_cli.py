@@ -274,7 +274,7 @@ def test_other_settings_are_refused_then_overwritten(tmp_path, source_dir, model
     assert "other settings" in capsys.readouterr().err
     assert main([*base, "--write", "yolo", "--score", "0.6", "--overwrite"]) == 0
     settings = json.loads((out / ".fastcell" / "run.json").read_text())["settings"]
-    assert settings["overrides"] == {"score_threshold": 0.6}
+    assert settings["overrides"] == {"score": 0.6}
 
 
 @needs_stream

@@ -63,21 +63,24 @@ def test_grayscale_bgra_and_16bit_frames_match_their_bgr_equivalent(annotator, f
     assert r16.segmented.dtype == np.uint8  # segmentation runs on the 8-bit view
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((48, 64, 3), np.float32), "dtype float32"),
-    (np.zeros((48, 64, 2), np.uint8), r"shape \(48, 64, 2\)"),
-    (np.zeros((0, 64, 3), np.uint8), "must not be empty"),
-    (np.zeros((2, 48, 64, 3), np.uint8), r"shape \(2, 48, 64, 3\)"),
-    ("frame.png", "got str"),
+@pytest.mark.parametrize("bad, error, message", [
+    (np.zeros((48, 64, 3), np.float32), TypeError, "dtype float32"),
+    (np.zeros((48, 64, 2), np.uint8), ValueError, r"shape \(48, 64, 2\)"),
+    (np.zeros((0, 64, 3), np.uint8), ValueError, "must not be empty"),
+    (np.zeros((2, 48, 64, 3), np.uint8), ValueError, r"shape \(2, 48, 64, 3\)"),
+    ("frame.png", TypeError, "got str"),
 ])
-def test_bad_frames_raise_value_error_saying_what_was_expected(annotator, bad, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_frames_raise_saying_what_was_expected(annotator, bad, error, message):
+    """A wrong type (not an array, not uint8/uint16) is a TypeError; a wrong shape a ValueError."""
+    with pytest.raises(error, match=message):
         annotator(bad)
 
 
 def test_batch_names_the_bad_frame_and_matches_single_calls(annotator, frame):
-    with pytest.raises(ValueError, match="frame 1:"):
+    with pytest.raises(TypeError, match="frame 1:"):
         annotator.batch([frame, np.zeros((4, 4), np.int64)])
+    with pytest.raises(ValueError, match="frame 1:"):
+        annotator.batch([frame, np.zeros((4, 4, 2), np.uint8)])
     small = cv2.resize(frame, (320, 240))
     tall = np.ascontiguousarray(frame.transpose(1, 0, 2))  # portrait, different letterbox padding
     frames = [frame, small, tall, frame[::2, ::2], small]  # 5 frames > max_batch 3: two chunks
@@ -90,13 +93,15 @@ def test_batch_names_the_bad_frame_and_matches_single_calls(annotator, frame):
 
 
 def test_overrides_replace_the_model_settings(annotator, frame):
-    strict = Annotator(annotator.backend, annotator.spec, score_threshold=0.6)
+    strict = Annotator(annotator.backend, annotator.spec, score=0.6)
     loose = annotator(frame)
     kept = strict(frame)
     assert strict.spec.thresholds.score == 0.6 and annotator.spec.thresholds.score == 0.25
     assert len(kept) < len(loose) and np.all(kept.scores >= 0.6)
+    with pytest.raises(TypeError, match="unknown option.*'score_threshold' is now called 'score'"):
+        Annotator(annotator.backend, annotator.spec, score_threshold=0.5)
     with pytest.raises(TypeError, match="unknown option"):
-        Annotator(annotator.backend, annotator.spec, score=0.5)
+        Annotator(annotator.backend, annotator.spec, threshold=0.5)
     with pytest.raises(ValueError, match="merge must be"):
         Annotator(annotator.backend, annotator.spec, merge="average")
 
@@ -134,7 +139,7 @@ def test_inference_path_never_imports_torch(random_model_dir, frame, tmp_path):
 
 
 def test_with_options_keeps_settings_and_changes_only_those_named(annotator, frame):
-    strict = Annotator(annotator.backend, annotator.spec, segment=False, score_threshold=0.3)
+    strict = Annotator(annotator.backend, annotator.spec, segment=False, score=0.3)
     twin = strict.with_options()
     assert twin.backend is strict.backend and not twin.segment and twin.spec.thresholds.score == 0.3
     _same(twin(frame), strict(frame))
@@ -143,7 +148,7 @@ def test_with_options_keeps_settings_and_changes_only_those_named(annotator, fra
     assert r.labels is not None and changed.spec.thresholds.score == 0.3 and changed.spec.thresholds.nms_iou == 0.3
     assert not strict.segment and strict.spec.thresholds.nms_iou == annotator.spec.thresholds.nms_iou
     with pytest.raises(TypeError, match="unknown option"):
-        strict.with_options(score=0.5)
+        strict.with_options(score_threshold=0.5)
 
 
 def test_siblings_from_with_options_run_in_parallel_threads_correctly(annotator, bccd_images):

@@ -30,7 +30,7 @@ DEFAULTS = Thresholds()  # the shipped defaults
 
 def thresholds(t: Thresholds = DEFAULTS) -> dict:
     return dict(score_threshold=t.score, nms_iou=t.nms_iou, merge=t.merge, gbciou=t.gbciou, merge_iou=t.merge_iou,
-                class_agnostic=t.class_agnostic_nms, max_detections=t.max_detections)
+                class_agnostic=t.class_agnostic, max_detections=t.max_detections)
 
 
 def bccd_truth(bccd_dir, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -79,7 +79,7 @@ def _bccd_ground_truth(bccd_dir, split, names=None):
 def test_map_equals_pycocotools_on_perturbed_bccd_labels(bccd_dir, seed):
     gt, classes = _bccd_ground_truth(bccd_dir, "val")
     preds = _perturbed_predictions(gt, seed)
-    ours = evaluate_detections(preds, gt, classes)
+    ours = evaluate_detections(preds, gt, classes, score=0.25)
     ap_coco, map50, map5095 = _coco_map(preds, gt, len(classes))
     np.testing.assert_allclose(ours.ap, ap_coco, atol=1e-3)
     assert ours.map50 == pytest.approx(map50, abs=1e-3)
@@ -88,16 +88,14 @@ def test_map_equals_pycocotools_on_perturbed_bccd_labels(bccd_dir, seed):
 
 def test_map_equals_pycocotools_on_real_model_predictions(bccd_dir, default_model_json):
     """The shipped BCCD model's own detections on the BCCD test split, at the low mAP threshold."""
-    from fastcell.evaluation.predictors import load_predictor, predict_images
+    from fastcell.evaluation.predict import open_annotator, predict_images
 
     gt, classes = _bccd_ground_truth(bccd_dir, "test")
     names = (bccd_dir / "ImageSets" / "Main" / "test.txt").read_text().split()
-    predictor = load_predictor(default_model_json)
-    thresholds = dataclasses.replace(predictor.spec.thresholds, score=0.001)
-    preds = predict_images(predictor, [bccd_dir / "JPEGImages" / f"{n}.jpg" for n in names], thresholds,
-                           progress=False)
+    with open_annotator(default_model_json, score=0.001) as annotator:
+        preds = predict_images(annotator, [bccd_dir / "JPEGImages" / f"{n}.jpg" for n in names], progress=False)
     assert sum(len(p[0]) for p in preds) > 1000  # a real, long low-score tail
-    ours = evaluate_detections(preds, gt, classes)
+    ours = evaluate_detections(preds, gt, classes, score=0.25)
     ap_coco, map50, map5095 = _coco_map(preds, gt, len(classes))
     np.testing.assert_allclose(ours.ap, ap_coco, atol=1e-3)
     assert ours.map50 == pytest.approx(map50, abs=1e-3)
@@ -107,19 +105,19 @@ def test_map_equals_pycocotools_on_real_model_predictions(bccd_dir, default_mode
 def test_perfect_and_empty_predictions():
     gt = [(np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32), np.array([0, 1]))]
     perfect = [(gt[0][0], np.array([0.9, 0.8], np.float32), np.array([0, 1], np.int32))]
-    m = evaluate_detections(perfect, gt, ("a", "b"))
+    m = evaluate_detections(perfect, gt, ("a", "b"), score=0.25)
     assert m.map50 == 1.0 and m.map50_95 == 1.0
     np.testing.assert_array_equal(m.p, [1, 1])
     np.testing.assert_array_equal(m.r, [1, 1])
     empty = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))]
-    assert evaluate_detections(empty, gt, ("a", "b")).map50 == 0.0
+    assert evaluate_detections(empty, gt, ("a", "b"), score=0.25).map50 == 0.0
 
 
 def test_precision_recall_f1_at_the_operating_threshold():
     gt = [(np.array([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]], np.float32), np.array([0, 0, 0]))]
     pred = [(np.array([[0, 0, 10, 10], [21, 21, 40, 40], [70, 70, 80, 80], [50, 50, 60, 60]], np.float32),
              np.array([0.9, 0.6, 0.5, 0.1], np.float32), np.array([0, 0, 0, 0], np.int32))]
-    m = evaluate_detections(pred, gt, ("cell",), score_threshold=0.25)
+    m = evaluate_detections(pred, gt, ("cell",), score=0.25)
     # at score >= 0.25: 2 true positives, 1 false alarm, 1 of 3 cells missed
     assert m.p[0] == pytest.approx(2 / 3) and m.r[0] == pytest.approx(2 / 3) and m.f1[0] == pytest.approx(2 / 3)
     thresholds, f1 = f1_curve(pred, gt, 1, [0.05, 0.25, 0.55, 0.95])
@@ -132,7 +130,7 @@ def test_confusion_matrix_by_hand():
     gt = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32), np.array([0, 1, 1]))]
     pred = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30], [80, 80, 90, 90]], np.float32),
              np.array([0.9, 0.8, 0.7], np.float32), np.array([0, 0, 1], np.int32))]
-    cm = confusion_matrix(pred, gt, 2, score_threshold=0.25)
+    cm = confusion_matrix(pred, gt, 2, score=0.25)
     expected = np.array([
         [1, 1, 0],  # predicted a: one true a, one true b (wrong class)
         [0, 0, 1],  # predicted b: a false alarm
@@ -151,7 +149,7 @@ def test_table2_frame_rates_by_hand():
     predictions = [det([12, 12, 50, 50]), det([12, 12, 50, 50], 0.1), det([60, 60, 90, 90]), none,  # cell frames
                    det([0, 0, 5, 5]), none, none]  # noise frames
     ground_truth = [(cell, np.array([0]))] * 4 + [(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))] * 3
-    r = frame_rates(predictions, ground_truth, score_threshold=0.25)
+    r = frame_rates(predictions, ground_truth, score=0.25)
     assert (r.cell_frames, r.noise_frames) == (4, 3)
     assert r.tp_rate == 0.25  # only the first frame finds its cell
     assert r.no_label_rate == 0.5  # the low-score and the empty frame

@@ -114,8 +114,8 @@ def test_export_cli_writes_onnx_json_and_a_calibrated_int8_model(model, tmp_path
 
 
 def test_float32_initializers_undo_fp16_storage_exactly(model, tmp_path):
-    from fastcell.export import fp16_initializers
-    from fastcell.runtime.calibrate import float32_initializers
+    from fastcell.export.int8 import float32_initializers
+    from fastcell.export.onnx import fp16_initializers
 
     spec = export_onnx(model=model, spec=ModelSpec(classes=CLASSES, anchors=ANCHORS), out_dir=tmp_path, weights="fp32")
     proto = onnx.load(str(spec.model_path))

@@ -271,7 +271,7 @@ def test_graph_replay_chunking_and_threads_give_the_same_heads(trt_backend, mode
 
 
 def test_engine_cache_rebuilds_on_a_changed_key(trt_ready, model_spec, tmp_path: Path) -> None:
-    from fastcell.runtime import tensorrt_engine as te
+    from fastcell.export import tensorrt as te
     from fastcell.runtime.tensorrt_backend import TensorRTBackend
 
     backend = TensorRTBackend(model_spec, "fp16", max_batch=2, opt_batch=1, cache_dir=tmp_path)

@@ -172,11 +172,11 @@ def test_an_error_in_the_source_reaches_the_consumer_with_its_cause(annotator):
     assert _threads_stop(stream)
 
 
-def test_a_bad_frame_in_an_iterable_is_a_value_error(annotator):
+def test_a_bad_frame_in_an_iterable_is_a_type_error(annotator):
     frames = _frames(2) + [np.zeros((8, 8), np.float64)]
     with pytest.raises(StreamError) as info:
         list(fastcell.stream(frames, annotator))
-    assert isinstance(info.value.__cause__, ValueError) and "frame 2" in str(info.value.__cause__)
+    assert isinstance(info.value.__cause__, TypeError) and "frame 2" in str(info.value.__cause__)
 
 
 @pytest.mark.parametrize("stage", ["infer", "postprocess"])
@@ -317,7 +317,7 @@ def test_stream_settings_do_not_change_the_callers_annotator(annotator):
     lean = annotator.with_options(segment=False, keep_image=False)
     (r,) = list(fastcell.stream(_frames(1), lean))  # the stream keeps the given Annotator's settings
     assert r.labels is None and r.image is None
-    with fastcell.stream(_frames(1), lean, segment=True, score_threshold=0.3) as stream:
+    with fastcell.stream(_frames(1), lean, segment=True, score=0.3) as stream:
         (r,) = list(stream)
     assert r.labels is not None and r.image is None
     assert stream.annotator.spec.thresholds.score == 0.3 and stream.annotator.segment

@@ -30,7 +30,7 @@ def bccd_batch(bccd_images):
     frames = [cv2.imread(str(p)) for p in bccd_images[:4]]
     from fastcell.preprocess import Preprocessor
 
-    batch, params = Preprocessor()(frames)
+    batch, params = Preprocessor(416, 114)(frames)
     return frames, batch.copy(), params.copy()
 
 
@@ -67,7 +67,7 @@ def test_unknown_device_and_precision_are_refused(spec):
 
 @needs_openvino
 def test_int8_without_calibration_is_refused_with_the_way_out(spec):
-    with pytest.raises(ValueError, match="quantize_int8"):
+    with pytest.raises(FileNotFoundError, match="quantize_int8"):
         open_backend(spec, "openvino", precision="int8")
 
 
@@ -78,11 +78,15 @@ def test_available_backends_lists_what_imports():
 
 
 # -- the protocol ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad", [np.zeros((1, 3, 416, 416), np.float64), np.zeros((3, 416, 416), np.float32),
-                                 np.zeros((1, 3, 320, 320), np.float32), np.zeros((0, 3, 416, 416), np.float32)])
-def test_bad_batches_are_refused(spec, bad):
+@pytest.mark.parametrize("bad, error", [(np.zeros((1, 3, 416, 416), np.float64), TypeError),
+                                        ([[0.0]], TypeError),
+                                        (np.zeros((3, 416, 416), np.float32), ValueError),
+                                        (np.zeros((1, 3, 320, 320), np.float32), ValueError),
+                                        (np.zeros((0, 3, 416, 416), np.float32), ValueError)])
+def test_bad_batches_are_refused(spec, bad, error):
+    """Not a float32 array: TypeError; a float32 array of the wrong shape: ValueError."""
     backend = open_backend(spec, "onnxruntime")
-    with pytest.raises(ValueError, match=r"\(N>=1, 3, 416, 416\) float32"):
+    with pytest.raises(error, match=r"\(N>=1, 3, 416, 416\) float32"):
         backend.infer(bad)
 
 
@@ -248,13 +252,15 @@ def test_int8_calibration_on_real_images_stays_close_to_fp32(random_model_dir, b
     pytest.importorskip("onnx", reason="int8 calibration needs onnx (fastcell[train])")
     import shutil
 
-    from fastcell.runtime.calibrate import quantize_int8
+    from fastcell.export.int8 import quantize_int8
 
     for name in ("model.onnx", "model.json"):
         shutil.copy(random_model_dir / name, tmp_path / name)
     spec = ModelSpec.load(tmp_path)
     path = quantize_int8(spec, bccd_images[:4])
     assert path == tmp_path / "model_int8.onnx" and path.is_file()
+    spec = ModelSpec.load(tmp_path)  # the runtime finds the int8 model through model.json["int8"]["file"]
+    assert spec.extra["int8"]["file"] == "model_int8.onnx" and spec.extra["int8"]["calibration_images"] == 4
     _, batch, _ = bccd_batch
     fp32 = open_backend(spec, "onnxruntime").infer(batch)
     devices = ["onnxruntime"] + (["openvino"] if HAS_OPENVINO else [])
@@ -414,7 +420,7 @@ def test_tensorrt_close_waits_for_calls_running_in_other_threads(tmp_path, monke
                                Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=lambda data: Engine()))
     engine_file = tmp_path / "fake.engine"
     engine_file.write_bytes(b"engine")
-    monkeypatch.setattr(trb, "_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(trb, "require_tensorrt", lambda: fake_trt)
     monkeypatch.setattr(trb, "spec_engine", lambda *a, **k: engine_file)
     monkeypatch.setattr(trb, "_Worker", Worker)
     monkeypatch.setattr(_cuda, "runtime", lambda: None)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fastcell.runtime import tensorrt_engine as te
+from fastcell.export import calibration_images
+from fastcell.export import tensorrt as te
 
 H100 = te.GpuTarget("NVIDIA H100 80GB HBM3", "9.0", "10.8.0.43")
 A100 = te.GpuTarget("NVIDIA A100-SXM4-80GB", "8.0", "10.8.0.43")
@@ -307,12 +308,12 @@ def test_calibration_images_from_folders_and_files(tmp_path: Path) -> None:
     for name in ("b.png", "a.JPG", "notes.txt", "sub/c.tif"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    found = te.calibration_images([tmp_path])
+    found = calibration_images([tmp_path])
     assert [p.name for p in found] == ["a.JPG", "b.png", "c.tif"]
-    assert te.calibration_images([tmp_path], limit=2) == found[:2]
-    assert te.calibration_images([tmp_path / "b.png"]) == [tmp_path / "b.png"]
+    assert calibration_images([tmp_path], limit=2) == found[:2]
+    assert calibration_images([tmp_path / "b.png"]) == [tmp_path / "b.png"]
     with pytest.raises(FileNotFoundError, match="neither an image nor a folder"):
-        te.calibration_images([tmp_path / "missing"])
+        calibration_images([tmp_path / "missing"])
 
 
 def test_export_format_engine_from_a_checkpoint_leaves_calibration_to_the_engine(tmp_path: Path, monkeypatch) -> None:
@@ -324,17 +325,21 @@ def test_export_format_engine_from_a_checkpoint_leaves_calibration_to_the_engine
 
     calls = []
 
-    def onnx_step(args):
-        calls.append((args.format, args.calib))
-        return 7  # stop here: what reached the ONNX export is the point
+    class Stop(Exception):
+        pass
 
-    monkeypatch.setattr(export_cli, "run", onnx_step)
+    def onnx_step(args, calib):
+        calls.append((args.format, calib))
+        raise Stop  # stop here: what reached the ONNX export is the point
+
+    monkeypatch.setattr(export_cli, "_export_onnx", onnx_step)
     parser = argparse.ArgumentParser()
     export_cli.add_arguments(parser)
     args = parser.parse_args([str(tmp_path / "last.pt"), "--out", str(tmp_path / "m"), "--format", "engine",
                               "--precision", "int8", "--calib", str(tmp_path)])
-    assert te.run_engine_export(args) == 7
-    assert calls == [("onnx", ())]
+    with pytest.raises(Stop):
+        export_cli.run(args)
+    assert calls == [("engine", False)]
     assert args.calib == [str(tmp_path)] and args.format == "engine"  # the caller's arguments are untouched
 
 

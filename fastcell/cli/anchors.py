@@ -8,7 +8,10 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="Pascal VOC folder, YOLO data.yaml or COCO .json")
     parser.add_argument("--split", default="train", help="split whose boxes are clustered (default train)")
-    parser.add_argument("--input-size", type=int, default=416, help="network input side the boxes are scaled to")
+    from fastcell.defaults import INPUT_SIZE
+
+    parser.add_argument("--input-size", type=int, default=INPUT_SIZE,
+                        help=f"network input side the boxes are scaled to (default {INPUT_SIZE})")
     parser.add_argument("--metric", choices=("iou", "euclidean"), default="iou",
                         help="distance: 1 - IoU (default) or Euclidean in (w, h)")
     parser.add_argument("--seed", type=int, default=0)

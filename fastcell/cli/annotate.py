@@ -197,7 +197,7 @@ def _source_setting(source: str) -> str:
 
 # -- the run ---------------------------------------------------------------------------------------
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    pairs = {"score_threshold": args.score, "nms_iou": args.nms_iou, "merge": args.merge, "max_detections": args.max_detections}
+    pairs = {"score": args.score, "nms_iou": args.nms_iou, "merge": args.merge, "max_detections": args.max_detections}
     overrides = {k: v for k, v in pairs.items() if v is not None}
     if args.cell_size is not _MODEL_SETTING:  # None ("none") is a setting of its own
         overrides["cell_size"] = args.cell_size

@@ -56,7 +56,7 @@ def _open_window(name: str) -> bool:
 def _draw(result) -> "object":
     import cv2
 
-    from fastcell.preprocess import to_bgr8
+    from fastcell.frames import to_bgr8
 
     canvas = to_bgr8(result.image).copy()
     for box, name in zip(result.boxes.astype(int), result.class_names):

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from fastcell.data.photometric import camera, hed_jitter, white_balance_gamma
+from fastcell.defaults import INPUT_SIZE, PAD_VALUE
 
 __all__ = ["Augment", "letterbox_params", "letterbox_uint8", "augment_sample", "mosaic", "single_cell_crop"]
 
@@ -33,7 +34,7 @@ def letterbox_params(width: int, height: int, size: int) -> tuple[float, int, in
     return scale, new_w, new_h, (size - new_w) // 2, (size - new_h) // 2
 
 
-def letterbox_uint8(image: np.ndarray, size: int = 416, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
+def letterbox_uint8(image: np.ndarray, size: int = INPUT_SIZE, pad_value: int = PAD_VALUE) -> tuple[np.ndarray, np.ndarray]:
     """Letterbox a uint8 BGR image to ``(S, S, 3)`` uint8; returns it and the params row.
 
     The params row is ``[scale, pad_x, pad_y, width, height]`` float32, as ``fastcell.ops.letterbox``.
@@ -146,7 +147,7 @@ def _hsv_jitter(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> np
 
 
 def augment_sample(image: np.ndarray, boxes: np.ndarray, ids: np.ndarray, size: int, aug: Augment,
-                   rng: np.random.Generator, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   rng: np.random.Generator, pad_value: int = PAD_VALUE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Letterbox one uint8 BGR image to ``(S, S, 3)`` and apply the geometric + colour augmentations.
 
     ``boxes`` are x1y1x2y2 pixels of ``image``; the returned boxes are network-input pixels.
@@ -159,7 +160,7 @@ def augment_sample(image: np.ndarray, boxes: np.ndarray, ids: np.ndarray, size: 
 
 
 def mosaic(images: list[np.ndarray], boxes: list[np.ndarray], ids: list[np.ndarray], size: int, aug: Augment,
-           rng: np.random.Generator, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           rng: np.random.Generator, pad_value: int = PAD_VALUE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Four images (each at its letterbox scale) around a random centre of a 2S×2S canvas, then
     zoom/shift to ``(S, S)``: cells keep the size they have at inference, in new surroundings."""
     canvas = np.full((2 * size, 2 * size, 3), pad_value, np.uint8)

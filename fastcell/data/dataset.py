@@ -18,6 +18,7 @@ from dataclasses import replace
 from fastcell.data.augment import (Augment, augment_sample, letterbox_params, letterbox_uint8, mosaic,
                                    single_cell_crop)
 from fastcell.data.labels import LabelSet
+from fastcell.defaults import INPUT_SIZE, PAD_VALUE
 
 __all__ = ["DetectionDataset", "collate"]
 
@@ -37,7 +38,7 @@ class DetectionDataset(Dataset):
     labels : LabelSet
         The split to serve.
     size : int
-        Network input side (416).
+        Network input side.
     augment : Augment or None
         ``None`` gives the deployed letterbox only (validation / test).
     seed : int
@@ -49,8 +50,8 @@ class DetectionDataset(Dataset):
     says which classes the image's source labels (all, unless the sample says otherwise).
     """
 
-    def __init__(self, labels: LabelSet, size: int = 416, augment: Augment | None = None, seed: int = 0,
-                 pad_value: int = 114, progress: bool = True) -> None:
+    def __init__(self, labels: LabelSet, size: int = INPUT_SIZE, augment: Augment | None = None, seed: int = 0,
+                 pad_value: int = PAD_VALUE, progress: bool = True) -> None:
         self.labels = labels
         self.size = size
         self.augment = augment

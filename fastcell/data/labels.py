@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fastcell.defaults import IMAGE_EXTENSIONS
+
 __all__ = ["Sample", "LabelIssue", "LabelSet", "load_labels", "read_voc", "read_yolo", "read_coco"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 @dataclass
@@ -275,7 +276,7 @@ def read_yolo(data_yaml: str | Path, split: str = "train") -> LabelSet:
     for entry in entries:
         p = base / entry
         if p.is_dir():
-            images += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+            images += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS)
         elif p.suffix == ".txt":
             images += [base / line.strip() for line in p.read_text().splitlines() if line.strip()]
         else:

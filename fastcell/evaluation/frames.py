@@ -1,7 +1,7 @@
 """The paper's Table 2 rates for single-cell frames (a cell, or only noise, per frame). NumPy only.
 
 In the flow-imaging setting every frame holds at most one cell; a frame without a cell holds
-debris or nothing ("noise"). Per frame, a detection counts when its score is ``>= score_threshold``
+debris or nothing ("noise"). Per frame, a detection counts when its score is ``>= score``
 (after post-processing), regardless of class unless ``class_aware``.
 """
 
@@ -43,7 +43,7 @@ class FrameRates:
         return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
 
 
-def frame_rates(predictions, ground_truth, score_threshold: float = 0.25, iou: float = 0.5,
+def frame_rates(predictions, ground_truth, *, score: float, iou: float = 0.5,
                 class_aware: bool = False) -> FrameRates:
     """Table 2 rates from per-frame predictions and ground truth.
 
@@ -51,7 +51,7 @@ def frame_rates(predictions, ground_truth, score_threshold: float = 0.25, iou: f
     ----------
     predictions : list over frames of ``(boxes (K, 4), scores (K,), class_ids (K,))``
     ground_truth : list over frames of ``(boxes (G, 4), class_ids (G,))``; ``G = 0`` for a noise frame
-    score_threshold : float
+    score : float
         Detections with a score ``>=`` this count.
     iou : float
         A cell counts as found when some detection has IoU ``>= iou`` with it.
@@ -64,7 +64,7 @@ def frame_rates(predictions, ground_truth, score_threshold: float = 0.25, iou: f
     for (pb, ps, pc), (gb, gc) in zip(predictions, ground_truth):
         pb, ps, pc = np.asarray(pb).reshape(-1, 4), np.asarray(ps).reshape(-1), np.asarray(pc).reshape(-1)
         gb, gc = np.asarray(gb).reshape(-1, 4), np.asarray(gc).reshape(-1)
-        keep = ps >= score_threshold
+        keep = ps >= score
         pb, pc = pb[keep], pc[keep]
         if len(gb) == 0:
             if len(pb):

@@ -64,8 +64,8 @@ class DetectionMetrics:
 
     ap : (C, T) AP per class at each IoU threshold (NaN for a class without ground truth)
     precision : (C, T, 101) interpolated precision at the 101 recall points
-    p, r, f1 : (C,) precision, recall and F1 at ``score_threshold`` and IoU 0.5
-    confusion : (C+1, C+1) counts at ``score_threshold`` and IoU 0.5; rows = predicted class
+    p, r, f1 : (C,) precision, recall and F1 at ``score`` and IoU 0.5
+    confusion : (C+1, C+1) counts at ``score`` and IoU 0.5; rows = predicted class
         (last row: missed ground truth), columns = true class (last column: background)
     """
 
@@ -77,7 +77,7 @@ class DetectionMetrics:
     r: np.ndarray
     f1: np.ndarray
     confusion: np.ndarray
-    score_threshold: float
+    score: float
     num_gt: np.ndarray
     extra: dict = field(default_factory=dict)
 
@@ -104,7 +104,7 @@ class DetectionMetrics:
         return {
             "mAP50": f(self.map50),
             "mAP50_95": f(self.map50_95),
-            "score_threshold": self.score_threshold,
+            "score": self.score,
             "per_class": {
                 c: {"AP50": f(self.ap50[i]),
                     "AP50_95": f(np.nanmean(self.ap[i])) if np.isfinite(self.ap[i]).any() else None,
@@ -119,8 +119,8 @@ class DetectionMetrics:
         }
 
 
-def evaluate_detections(predictions, ground_truth, classes, iou_thresholds=COCO_IOUS, max_dets: int = 100,
-                        score_threshold: float = 0.25) -> DetectionMetrics:
+def evaluate_detections(predictions, ground_truth, classes, iou_thresholds=COCO_IOUS, max_dets: int = 100, *,
+                        score: float) -> DetectionMetrics:
     """Evaluate detections against ground truth.
 
     Parameters
@@ -133,7 +133,7 @@ def evaluate_detections(predictions, ground_truth, classes, iou_thresholds=COCO_
         0.5:0.95 by default; AP@0.5 is its first column.
     max_dets : int
         Per image and class, as COCOeval's ``maxDets[-1]``.
-    score_threshold : float
+    score : float
         Operating point for P, R, F1 and the confusion matrix (detections with score ``>=`` it).
     """
     if len(predictions) != len(ground_truth):
@@ -159,7 +159,7 @@ def evaluate_detections(predictions, ground_truth, classes, iou_thresholds=COCO_
             num_gt[c] += len(g)
             scores_all.append(s)
             tp_all.append(m >= 0)
-            keep = s >= score_threshold
+            keep = s >= score
             col = int(np.argmin(np.abs(thresholds - 0.5)))
             op_tp[c] += (m[col][keep] >= 0).sum()
             op_fp[c] += (m[col][keep] < 0).sum()
@@ -185,11 +185,11 @@ def evaluate_detections(predictions, ground_truth, classes, iou_thresholds=COCO_
     p = np.where(op_tp + op_fp > 0, op_tp / np.maximum(op_tp + op_fp, 1), 0.0)
     r = np.where(num_gt > 0, op_tp / np.maximum(num_gt, 1), np.nan)
     f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
-    confusion = confusion_matrix(predictions, ground_truth, nc, score_threshold)
-    return DetectionMetrics(classes, thresholds, ap, prec, p, r, f1, confusion, score_threshold, num_gt)
+    confusion = confusion_matrix(predictions, ground_truth, nc, score=score)
+    return DetectionMetrics(classes, thresholds, ap, prec, p, r, f1, confusion, score, num_gt)
 
 
-def confusion_matrix(predictions, ground_truth, num_classes: int, score_threshold: float = 0.25,
+def confusion_matrix(predictions, ground_truth, num_classes: int, *, score: float,
                      iou_threshold: float = 0.5) -> np.ndarray:
     """Class-agnostic greedy matching (by score) at IoU ``>= iou_threshold`` → ``(C+1, C+1)`` counts.
 
@@ -200,7 +200,7 @@ def confusion_matrix(predictions, ground_truth, num_classes: int, score_threshol
     for (pb, ps, pc), (gb, gc) in zip(predictions, ground_truth):
         pb, ps, pc = np.asarray(pb).reshape(-1, 4), np.asarray(ps).reshape(-1), np.asarray(pc).reshape(-1)
         gb, gc = np.asarray(gb).reshape(-1, 4), np.asarray(gc).reshape(-1)
-        keep = ps >= score_threshold
+        keep = ps >= score
         pb, ps, pc = pb[keep], ps[keep], pc[keep]
         order = np.argsort(-ps, kind="mergesort")
         ious = iou_matrix(pb[order], gb)

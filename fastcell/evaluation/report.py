@@ -1,6 +1,8 @@
 """``fastcell val`` in a function: evaluate a model on a labelled split, write JSON + PNG plots.
 
-Detections for AP come from the deployed pipeline at a low score threshold (``map_score``, 0.001:
+Detections come from an :class:`~fastcell.annotator.Annotator` on the chosen backend, reading the
+images as ``fastcell annotate`` does (:mod:`fastcell.evaluation.predict`), so what is scored is what
+a user gets. Detections for AP are taken at a low score threshold (``map_score``, 0.001:
 the precision/recall curve needs the low-score tail); precision, recall, F1, the confusion matrix
 and the Table 2 frame rates are taken at the model's own score threshold (``spec.thresholds.score``).
 """
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,6 @@ import numpy as np
 from fastcell.data.labels import load_labels
 from fastcell.evaluation.frames import frame_rates
 from fastcell.evaluation.metrics import DetectionMetrics, best_score_threshold, evaluate_detections
-from fastcell.evaluation.predict import POSTPROCESS
 
 __all__ = ["evaluate_model", "plot_pr_curves", "plot_confusion"]
 
@@ -68,7 +68,7 @@ def plot_confusion(metrics: DetectionMetrics, path: str | Path) -> Path:
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("true")
     ax.set_ylabel("predicted")
-    ax.set_title(f"confusion @ score {metrics.score_threshold:g}, IoU 0.5")
+    ax.set_title(f"confusion @ score {metrics.score:g}, IoU 0.5")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -82,47 +82,51 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "test", out
                    precision: str | None = None) -> dict:
     """Evaluate ``model`` (engine name / model.json / .onnx / .pt checkpoint) on ``data``'s ``split``.
 
+    ``device`` and ``precision`` choose the backend (see
+    :func:`fastcell.evaluation.predict.open_backend_for`); ``score`` is the operating threshold for
+    P/R/F1, the confusion matrix and the frame rates (default: the model's).
+
     Returns the report dict; with ``out_dir`` also writes ``report.json``, ``pr_curve.png`` and
     ``confusion.png`` there.
     """
-    from fastcell.evaluation.predictors import load_predictor, predict_images
+    from fastcell.evaluation.predict import open_annotator, predict_images
 
-    predictor = load_predictor(model, device, precision)
-    spec = predictor.spec
-    labels = load_labels(data, split, spec.classes)
-    images = [s.image for s in labels.samples]
-    ground_truth = [(s.boxes, s.class_ids) for s in labels.samples]
-    op_score = spec.thresholds.score if score is None else score
-    t0 = time.perf_counter()
-    predictions = predict_images(predictor, images, replace(spec.thresholds, score=map_score), batch_size, progress)
-    seconds = time.perf_counter() - t0
-    metrics = evaluate_detections(predictions, ground_truth, spec.classes, score_threshold=op_score)
-    report = {
-        "model": str(model),
-        "backend": getattr(predictor, "name", type(predictor).__name__),
-        "postprocess": POSTPROCESS,
-        "data": str(data),
-        "split": split,
-        "images": len(images),
-        "skipped_labels": [str(i) for i in labels.issues],
-        "thresholds": {"map_score": map_score, "operating_score": op_score, "nms_iou": spec.thresholds.nms_iou,
-                       "merge": spec.thresholds.merge},
-        **metrics.to_dict(),
-        "frame_rates": frame_rates(predictions, ground_truth, op_score).to_dict(),
-        # the operating point this split would choose (tune on val, then pass it to export --score)
-        "best_f1_score_threshold": dict(zip(("score", "mean_f1"),
-                                            best_score_threshold(predictions, ground_truth, len(spec.classes)))),
-        "seconds": round(seconds, 2),
-    }
-    if segmentation_data is not None:
-        from fastcell.evaluation.segmentation import evaluate_segmentation
+    with open_annotator(model, device, precision, max_batch=batch_size, score=map_score) as annotator:
+        spec = annotator.spec
+        labels = load_labels(data, split, spec.classes)
+        images = [s.image for s in labels.samples]
+        ground_truth = [(s.boxes, s.class_ids) for s in labels.samples]
+        op_score = annotator.backend.spec.thresholds.score if score is None else score
+        t0 = time.perf_counter()
+        predictions = predict_images(annotator, images, progress=progress)
+        seconds = time.perf_counter() - t0
+        metrics = evaluate_detections(predictions, ground_truth, spec.classes, score=op_score)
+        report = {
+            "model": str(model),
+            "backend": f"{annotator.backend.name} {annotator.backend.precision}",
+            "postprocess": "fastcell.annotator.Annotator",
+            "data": str(data),
+            "split": split,
+            "images": len(images),
+            "skipped_labels": [str(i) for i in labels.issues],
+            "thresholds": {"map_score": map_score, "operating_score": op_score, "nms_iou": spec.thresholds.nms_iou,
+                           "merge": spec.thresholds.merge},
+            **metrics.to_dict(),
+            "frame_rates": frame_rates(predictions, ground_truth, score=op_score).to_dict(),
+            # the operating point this split would choose (tune on val, then pass it to export --score)
+            "best_f1_score_threshold": dict(zip(("score", "mean_f1"),
+                                                best_score_threshold(predictions, ground_truth, len(spec.classes)))),
+            "seconds": round(seconds, 2),
+        }
+        if segmentation_data is not None:
+            from fastcell.evaluation.segmentation import evaluate_segmentation
 
-        # masks are cut from the boxes a user would get: those at the operating threshold
-        seg = evaluate_segmentation(predictor, segmentation_data, cell_classes, names=segmentation_names,
-                                    thresholds=replace(spec.thresholds, score=op_score), progress=progress)
-        report["segmentation"] = {"data": str(segmentation_data), "cell_classes": list(cell_classes or []),
-                                  "disc": spec.segmentation.disc, "hsv_low": spec.segmentation.hsv_low,
-                                  "hsv_high": spec.segmentation.hsv_high, **seg.to_dict()}
+            # masks are cut from the boxes a user would get: those at the operating threshold
+            seg = evaluate_segmentation(annotator.with_options(score=op_score), segmentation_data, cell_classes,
+                                        names=segmentation_names, progress=progress)
+            report["segmentation"] = {"data": str(segmentation_data), "cell_classes": list(cell_classes or []),
+                                      "disc": spec.segmentation.disc, "hsv_low": spec.segmentation.hsv_low,
+                                      "hsv_high": spec.segmentation.hsv_high, **seg.to_dict()}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

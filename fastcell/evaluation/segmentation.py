@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fastcell.spec import Segmentation, Thresholds
 
 __all__ = ["mask_iou_dice", "SegmentationScores", "evaluate_segmentation", "wbc_seg_frames"]
 
@@ -73,38 +72,34 @@ def wbc_seg_frames(root: str | Path, limit: int = 0, names=None) -> list[tuple[P
     return pairs[:limit] if limit else pairs
 
 
-def evaluate_segmentation(predictor, root: str | Path, cell_classes: tuple[str, ...] | None = None,
-                          segmentation: Segmentation | None = None, thresholds: Thresholds | None = None,
+def evaluate_segmentation(annotator, root: str | Path, cell_classes: tuple[str, ...] | None = None,
                           limit: int = 0, names=None, progress: bool = True) -> SegmentationScores:
     """Mean IoU and Dice of predicted-box circle/HSV masks against the wbc-seg expert masks.
 
     Parameters
     ----------
-    predictor : OnnxPredictor or TorchPredictor
-        From :func:`fastcell.evaluation.predictors.load_predictor`.
+    annotator : Annotator
+        The model, backend and settings: its thresholds (with ``merge="none"``: the single-cell
+        GBCIOU fold is applied here after the class filter) and its segmentation (disc, HSV range).
+        See :func:`fastcell.evaluation.predict.open_annotator`.
     root : path
         The wbc-seg folder (``images/NNN.bmp`` + ``images/NNN.png``).
     cell_classes : tuple of str, optional
         Classes whose boxes count as the cell (e.g. ``("WBC",)`` for the BCCD model, whose red
         cells around the white one are not part of the expert mask). Default: every class.
-    segmentation : Segmentation, optional
-        Disc shape and HSV bounds (default: the model's spec).
-    thresholds : Thresholds, optional
-        Post-processing (default: the model's spec with ``merge="none"``; the single-cell GBCIOU
-        fold is applied here after the class filter).
     limit, names : optional
         Evaluate only the first ``limit`` frames / the frames with these ids.
     """
-    from fastcell.evaluation.predictors import predict_images, read_image
+    from fastcell.evaluation.predict import predict_images
+    from fastcell.frames import to_bgr8
+    from fastcell.io.sources import read_image
     from fastcell.ops import gbciou_merge, segment_cells
 
-    spec = predictor.spec
-    segmentation = segmentation or spec.segmentation
-    base = thresholds or spec.thresholds
-    no_merge = Thresholds(**{**base.__dict__, "merge": "none"})
+    spec = annotator.spec
+    segmentation = spec.segmentation
     pairs = wbc_seg_frames(root, limit, names)
     images = [read_image(p) for p, _ in pairs]
-    predictions = predict_images(predictor, images, no_merge, progress=progress, desc="wbc-seg")
+    predictions = predict_images(annotator.with_options(merge="none"), images, progress=progress, desc="wbc-seg")
     wanted = None if cell_classes is None else [spec.classes.index(c) for c in cell_classes]
     ious, dices, hits = [], [], 0
     for (image_path, mask_path), image, (boxes, scores, ids) in tqdm(
@@ -114,9 +109,10 @@ def evaluate_segmentation(predictor, root: str | Path, cell_classes: tuple[str, 
             boxes, scores, ids = boxes[keep], scores[keep], ids[keep]
         if len(boxes):
             hits += 1
-            boxes, scores, ids = gbciou_merge(boxes, scores, np.zeros_like(ids), threshold=base.gbciou, mode="single")
-        labels, _ = segment_cells(image, boxes, scores, segmentation.hsv_low, segmentation.hsv_high,
-                                  segmentation.disc)
+            boxes, scores, ids = gbciou_merge(boxes, scores, np.zeros_like(ids), threshold=spec.thresholds.gbciou,
+                                              mode="single")
+        low, high = segmentation.bounds(gray=image.ndim == 2)
+        labels, _ = segment_cells(to_bgr8(image), boxes, scores, low, high, segmentation.disc)
         truth = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 0
         iou, dice = mask_iou_dice(labels > 0, truth)
         if not len(boxes):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastcell.defaults import INPUT_SIZE
+
 __all__ = ["wh_iou", "kmeans_anchors", "mean_best_iou", "YOLOV3_TINY_COCO_ANCHORS", "scaled_box_sizes"]
 
 #: The stock YOLOv3-tiny anchors (trained on COCO, 416×416), for the paper's Figure 7 comparison.
@@ -113,7 +115,7 @@ def mean_best_iou(wh: np.ndarray, anchors: np.ndarray) -> float:
     return float(wh_iou(wh, anchors).max(1).mean())
 
 
-def scaled_box_sizes(labels, input_size: int = 416) -> np.ndarray:
+def scaled_box_sizes(labels, input_size: int = INPUT_SIZE) -> np.ndarray:
     """(w, h) of every ground-truth box of a LabelSet, scaled by each image's letterbox scale."""
     sizes = []
     for sample in labels.samples:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fastcell.defaults import INPUT_SIZE
+
 __all__ = ["AttentionNet", "LAYERS", "fold_batchnorm", "count_parameters", "conv_flops"]
 
 
@@ -118,7 +120,7 @@ class AttentionNet(nn.Module):
     layout on CPU; training uses it together with bf16 autocast.
     """
 
-    def __init__(self, num_classes: int, input_size: int = 416) -> None:
+    def __init__(self, num_classes: int, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")

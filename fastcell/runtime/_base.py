@@ -75,9 +75,19 @@ def missing(module: str, extra: str | None = None, what: str = "") -> ImportErro
 
 
 def check_batch(batch: np.ndarray, size: int) -> np.ndarray:
-    """Refuse anything but an (N, 3, size, size) float32 batch; make it C-contiguous."""
-    if not isinstance(batch, np.ndarray) or batch.dtype != np.float32 or batch.ndim != 4 \
-            or batch.shape[1:] != (3, size, size) or batch.shape[0] < 1:
+    """Refuse anything but an (N, 3, size, size) float32 batch; make it C-contiguous.
+
+    Raises
+    ------
+    TypeError
+        When ``batch`` is not a float32 ndarray.
+    ValueError
+        When its shape is not ``(N >= 1, 3, size, size)``.
+    """
+    expected = f"batch must be (N>=1, 3, {size}, {size}) float32"
+    if not isinstance(batch, np.ndarray) or batch.dtype != np.float32:
         got = f"{batch.shape} {batch.dtype}" if isinstance(batch, np.ndarray) else type(batch).__name__
-        raise ValueError(f"batch must be (N>=1, 3, {size}, {size}) float32, got {got}")
+        raise TypeError(f"{expected}, got {got}")
+    if batch.ndim != 4 or batch.shape[1:] != (3, size, size) or batch.shape[0] < 1:
+        raise ValueError(f"{expected}, got {batch.shape} {batch.dtype}")
     return np.ascontiguousarray(batch)

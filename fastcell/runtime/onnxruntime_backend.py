@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from fastcell.runtime._base import check_batch, require
-from fastcell.runtime.openvino_backend import int8_model_path
+from fastcell.runtime.openvino_backend import int8_model
 from fastcell.spec import ModelSpec
 
 __all__ = ["OnnxRuntimeBackend"]
@@ -21,7 +21,8 @@ class OnnxRuntimeBackend:
     spec : ModelSpec
         The model.
     precision : {None, "fp32", "int8"}
-        ``None`` and ``"fp32"`` run the float model; ``"int8"`` the calibrated ``model_int8.onnx``.
+        ``None`` and ``"fp32"`` run the float model; ``"int8"`` the calibrated model that
+        ``model.json["int8"]["file"]`` names (FileNotFoundError when there is none).
         ONNX Runtime has no bf16 CPU kernels for this network, so ``"bf16"`` raises ValueError, as
         does ``"fp16"`` (a GPU precision: the tensorrt backend's).
     num_threads : int, optional
@@ -38,10 +39,9 @@ class OnnxRuntimeBackend:
             raise ValueError(f"the onnxruntime backend runs precision None, 'fp32' or 'int8', got "
                              f"{precision!r}{needs}")
         self.spec = spec
-        model_path = int8_model_path(spec) if precision == "int8" else spec.model_path
+        model_path = int8_model(spec) if precision == "int8" else spec.model_path
         if not model_path.is_file():
-            hint = (" (create it with fastcell.runtime.calibrate.quantize_int8)" if precision == "int8" else "")
-            raise FileNotFoundError(f"no ONNX model at {model_path}{hint}")
+            raise FileNotFoundError(f"no ONNX model at {model_path} (named by {spec.path})")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if num_threads:

@@ -2,8 +2,8 @@
 
 Precision is OpenVINO's ``INFERENCE_PRECISION_HINT``: ``None`` takes the device's default (bf16 on
 CPUs with AVX512-BF16 or AMX, else fp32); ``"fp32"`` forces exact float arithmetic; ``"int8"`` runs
-the calibrated QDQ model ``model_int8.onnx`` beside ``model.json`` (see
-:func:`fastcell.runtime.calibrate.quantize_int8`).
+the calibrated QDQ model named by ``model.json["int8"]["file"]`` (see
+:func:`fastcell.export.int8.quantize_int8`).
 """
 
 from __future__ import annotations
@@ -16,18 +16,33 @@ import numpy as np
 from fastcell.runtime._base import check_batch, require
 from fastcell.spec import ModelSpec
 
-__all__ = ["OpenVINOBackend", "int8_model_path"]
+__all__ = ["OpenVINOBackend", "int8_model"]
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
-def int8_model_path(spec: ModelSpec) -> Path:
-    """Where the calibrated int8 (QDQ) model of ``spec`` lives: ``model_int8.onnx`` beside it."""
-    return spec.model_path.with_name(spec.model_path.stem + "_int8.onnx")
+def int8_model(spec: ModelSpec) -> Path:
+    """The calibrated int8 (QDQ) model of ``spec``, as ``model.json["int8"]["file"]`` names it.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the JSON names none, or the file it names is missing; the message says how to make it.
+    """
+    path = spec.int8_path
+    make = ("create it with `fastcell export CHECKPOINT --out DIR --calib IMAGES` or "
+            "fastcell.export.quantize_int8(spec, images) (calibration on real images)")
+    if path is None:
+        raise FileNotFoundError(f"precision='int8' needs a calibrated model, and {spec.path} names none "
+                                f"(no \"int8\": {{\"file\": ...}} entry); {make}")
+    if not path.is_file():
+        raise FileNotFoundError(f"precision='int8': {spec.path} names the int8 model {path.name}, which is missing; "
+                                f"{make}")
+    return path
 
 
-def _precision_of(compiled, model_path: Path) -> str:
-    if model_path.stem.endswith("_int8"):
+def _precision_of(compiled, int8: bool) -> str:
+    if int8:
         return "int8"
     hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
     return "bf16" if "bf16" in hint or "bfloat16" in hint else "fp32"
@@ -42,7 +57,7 @@ class OpenVINOBackend:
         The model (read from its ``model.json``; the ONNX file sits beside it).
     precision : {None, "fp32", "bf16", "int8"}
         ``None``: the CPU's default (bf16 when the CPU supports it). ``"bf16"`` on a CPU without
-        bf16 support and ``"int8"`` without a calibrated model raise ValueError.
+        bf16 support raises ValueError, ``"int8"`` without a calibrated model FileNotFoundError.
     throughput : bool
         Use two asynchronous infer requests (OpenVINO's THROUGHPUT hint) and split each batch
         between them: more images/s for batches of two or more, a little more latency per image.
@@ -63,12 +78,7 @@ class OpenVINOBackend:
         model_path = spec.model_path
         config: dict[str, object] = {"PERFORMANCE_HINT": "THROUGHPUT" if throughput else "LATENCY"}
         if precision == "int8":
-            model_path = int8_model_path(spec)
-            if not model_path.is_file():
-                raise ValueError(
-                    f"precision='int8' needs a calibrated model at {model_path}; create it with "
-                    "fastcell.runtime.calibrate.quantize_int8(spec, images) (calibration on real "
-                    "images), or use precision='bf16'/'fp32'")
+            model_path = int8_model(spec)
             config["INFERENCE_PRECISION_HINT"] = "f32"  # int8 layers stay int8; the rest exact
         elif precision is not None:
             caps = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -80,7 +90,7 @@ class OpenVINOBackend:
         if not model_path.is_file():
             raise FileNotFoundError(f"no ONNX model at {model_path} (named by {spec.path})")
         self._compiled = self._core.compile_model(self._core.read_model(str(model_path)), "CPU", config)
-        self.precision = _precision_of(self._compiled, model_path)
+        self.precision = _precision_of(self._compiled, precision == "int8")
         self.throughput = throughput
         self._outputs = [self._compiled.output(h.output) for h in spec.heads]
         self._request = self._compiled.create_infer_request()

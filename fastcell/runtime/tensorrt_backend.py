@@ -1,6 +1,6 @@
 """TensorRT on an NVIDIA GPU: the same :class:`~fastcell.runtime.Backend` protocol as the CPU engines.
 
-The engine comes from :func:`fastcell.runtime.tensorrt_engine.spec_engine`: built from the shipped
+The engine comes from :func:`fastcell.export.tensorrt.spec_engine`: built from the shipped
 ``model.onnx`` on this GPU at first use and cached, keyed by GPU, compute capability, TensorRT
 version, precision and batch profile; a stale or foreign engine is rebuilt or refused, never
 loaded.
@@ -27,13 +27,13 @@ import numpy as np
 
 from fastcell.runtime import _cuda
 from fastcell.runtime._base import check_batch
-from fastcell.runtime.tensorrt_engine import PRECISIONS, BatchProfile, _tensorrt, spec_engine
+from fastcell.defaults import INPUT_NAME
+from fastcell.export.tensorrt import PRECISIONS, BatchProfile, require_tensorrt, spec_engine
 from fastcell.spec import ModelSpec
 
 __all__ = ["TensorRTBackend"]
 
 log = logging.getLogger("fastcell")
-_INPUT = "images"
 
 
 class _Worker:
@@ -56,7 +56,7 @@ class _Worker:
             host = _cuda.PinnedArray((max_batch, spec.head_width, cells, cells), np.float32)
             self.outputs.append((head.output, host, _cuda.DeviceArray(host.nbytes), host.nbytes // max_batch))
         # Addresses are fixed for the worker's life, which is what makes graph replay valid.
-        self.context.set_tensor_address(_INPUT, self.input_device.ptr)
+        self.context.set_tensor_address(INPUT_NAME, self.input_device.ptr)
         for name, _, device_array, _ in self.outputs:
             self.context.set_tensor_address(name, device_array.ptr)
         self.size = size
@@ -88,7 +88,7 @@ class _Worker:
         n = batch.shape[0]
         np.copyto(self.input_host.array[:n], batch)
         if self.shape != n:
-            if not self.context.set_input_shape(_INPUT, (n, 3, self.size, self.size)):
+            if not self.context.set_input_shape(INPUT_NAME, (n, 3, self.size, self.size)):
                 raise RuntimeError(f"TensorRT refused input shape ({n}, 3, {self.size}, {self.size})")
             self.shape = n
         graph = self.graphs.get(n)
@@ -134,7 +134,7 @@ class TensorRTBackend:
     engine : path, optional
         A prebuilt engine (``fastcell export --format engine``). It is checked against this GPU and
         TensorRT through its metadata JSON and refused, with the reason, when it does not fit.
-        Default: the user cache (see :mod:`fastcell.runtime.tensorrt_engine`).
+        Default: the user cache (see :mod:`fastcell.export.tensorrt`).
     cache_dir : path, optional
         Override the engine cache directory.
     on_stale : {None, "rebuild", "refuse"}
@@ -154,7 +154,7 @@ class TensorRTBackend:
                  opt_batch: int = 8, workspace_gib: float = 1.0, engine: str | Path | None = None,
                  cache_dir: str | Path | None = None, on_stale: str | None = None,
                  calibration_images=(), cuda_graphs: bool = True, num_threads: int | None = None) -> None:
-        trt = _tensorrt()  # ImportError naming fastcell[tensorrt] when absent
+        trt = require_tensorrt()  # ImportError naming fastcell[tensorrt] when absent
         _cuda.runtime()
         precision = precision or "fp16"
         if precision not in PRECISIONS:
@@ -185,7 +185,7 @@ class TensorRTBackend:
 
     def _check_io(self, trt) -> None:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        expected = [_INPUT] + [h.output for h in self.spec.heads]
+        expected = [INPUT_NAME] + [h.output for h in self.spec.heads]
         if sorted(names) != sorted(expected):
             raise RuntimeError(f"{self.engine_path} has tensors {names}, the model expects {expected}")
         for name in expected:

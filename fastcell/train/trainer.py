@@ -26,12 +26,13 @@ from fastcell.data.augment import Augment
 from fastcell.data.dataset import DetectionDataset, collate
 from fastcell.data.labels import LabelSet, load_labels
 from fastcell.data.sources import detect_source, load_source, merge_sources
+from fastcell.defaults import INPUT_SIZE
 from fastcell.evaluation.metrics import evaluate_detections
-from fastcell.evaluation.predict import POSTPROCESS, predict_dataset
+from fastcell.evaluation.predict import predict_images
 from fastcell.model.anchors import kmeans_anchors, mean_best_iou, scaled_box_sizes
 from fastcell.model.attentionnet import AttentionNet
 from fastcell.model.loss import YoloLoss
-from fastcell.spec import Thresholds
+from fastcell.spec import ModelSpec
 
 __all__ = ["TrainConfig", "Trainer", "ModelEMA", "bf16_supported", "slim_checkpoint", "join_parts"]
 
@@ -44,7 +45,7 @@ class TrainConfig:
     out: str = "runs/train"
     train_split: str = "train"
     val_split: str = "val"
-    input_size: int = 416
+    input_size: int = INPUT_SIZE
     epochs: int = 100
     batch_size: int = 16
     optimizer: str = "adamw"  # or "sgd"
@@ -428,16 +429,23 @@ class Trainer:
     def validate(self, model: torch.nn.Module | None = None, split_set: DetectionDataset | None = None):
         model = model or self.ema.ema
         dataset = split_set or self.val_set
-        preds, gts = predict_dataset(model, dataset, self.anchors, Thresholds(score=self.cfg.val_score),
-                                     batch_size=self.cfg.batch_size, progress=self.cfg.progress,
-                                     autocast_bf16=self.bf16, channels_last=self.cfg.channels_last,
-                                     device=self.device)
+        # through the torch backend and an Annotator: validation scores what `fastcell annotate` would give
+        from fastcell.annotator import Annotator
+        from fastcell.runtime.torch_backend import TorchBackend
+
+        spec = ModelSpec(classes=tuple(self.classes), anchors=self.anchors, input_size=self.cfg.input_size)
+        backend = TorchBackend(spec, model=model, precision="bf16" if self.bf16 else "fp32",
+                               channels_last=self.cfg.channels_last)
+        annotator = Annotator(backend, segment=False, keep_image=False, max_batch=self.cfg.batch_size,
+                              score=self.cfg.val_score)
+        preds = predict_images(annotator, [s.image for s in dataset.labels.samples], progress=self.cfg.progress)
+        gts = [(s.boxes, s.class_ids) for s in dataset.labels.samples]
         labelled = dataset.labels.samples[0].labelled if dataset.labels.samples else None
         if labelled is not None and not all(labelled):
             # a class the source does not label can be neither found nor missed there
             keep = [i for i, known in enumerate(labelled) if known]
             preds = [_only(p, keep) for p in preds]
-        return evaluate_detections(preds, gts, self.classes, score_threshold=0.25)
+        return evaluate_detections(preds, gts, self.classes, score=spec.thresholds.score)
 
     def validate_sources(self, model: torch.nn.Module | None = None) -> dict:
         """mAP@0.5 over each source's labelled classes, and their mean (what picks ``best.pt``)."""
@@ -461,7 +469,7 @@ class Trainer:
         end = cfg.epochs if stop_after is None else min(cfg.epochs, self.start_epoch + stop_after)
         print(f"classes {list(self.classes)}; anchors {self.anchors.round(1).tolist()} "
               f"(mean best IoU {self.anchor_iou:.3f}); {len(self.train_set)} train / {len(self.val_set)} val images; "
-              f"bf16 {'on' if self.bf16 else 'off'}; post-processing for validation: {POSTPROCESS}",
+              f"bf16 {'on' if self.bf16 else 'off'}; validation: the Annotator on the torch backend",
               flush=True)
         epoch = self.start_epoch
         while epoch < end:

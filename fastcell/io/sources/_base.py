@@ -7,12 +7,10 @@ from typing import Iterator
 
 import numpy as np
 
+from fastcell.defaults import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
 __all__ = ["Source", "Item", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "URL_SCHEMES", "STALL_TIMEOUT", "is_url", "file_kind"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-                              ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg", ".webm",
-                              ".flv", ".mjpeg", ".mjpg", ".gif", ".ts"})
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 # Defined here, not in fastcell.pipeline (which imports this package and re-exports it): the

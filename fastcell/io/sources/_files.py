@@ -17,7 +17,7 @@ import numpy as np
 from fastcell.io._names import text_name
 from fastcell.io._threads import DaemonPool
 from fastcell.io.sources._base import Item, Source, file_kind
-from fastcell.preprocess import check_frame
+from fastcell.frames import check_frame
 
 __all__ = ["read_image", "ImageFiles", "MAX_PIXELS", "check_max_pixels", "check_count"]
 
@@ -78,7 +78,7 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndar
     ``max_pixels`` pixels; a file longer than such a frame could be even uncompressed (8 bytes a
     pixel, plus 16 MiB of metadata) is refused without being read, so a huge or hostile file
     costs neither the memory nor the time of decoding it. The decoded image is then checked to
-    be one fastcell can annotate (:func:`fastcell.preprocess.check_frame`: uint8/uint16, gray,
+    be one fastcell can annotate (:func:`fastcell.frames.check_frame`: uint8/uint16, gray,
     BGR or BGRA); an ``(H, W, 1)`` image comes back as ``(H, W)``.
 
     Parameters
@@ -127,7 +127,7 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndar
         raise ValueError(f"{image.shape[1]}x{image.shape[0]} pixels, over the limit of {max_pixels:,}")
     try:
         return check_frame(image)
-    except ValueError as err:  # decodable, but not an image the network can take
+    except (TypeError, ValueError) as err:  # decodable, but not an image the network can take
         raise ValueError(f"unsupported image: {err}") from None
 
 

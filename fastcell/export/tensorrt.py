@@ -32,20 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastcell.defaults import INPUT_NAME
 from fastcell.runtime._base import require
 from fastcell.spec import ModelSpec
 
 __all__ = ["ENGINE_FORMAT", "PRECISIONS", "BatchProfile", "GpuTarget", "EngineKey", "EngineCheck",
            "StaleEngineError", "cache_dir", "file_sha256", "engine_key", "engine_path_for", "metadata_path",
            "check_engine", "write_metadata", "ensure_engine", "build_engine", "current_target",
-           "calibration_id", "make_calibrator", "spec_engine", "add_engine_arguments", "calibration_images",
-           "run_engine_export"]
+           "calibration_id", "make_calibrator", "spec_engine", "export_engine", "require_tensorrt"]
 
 log = logging.getLogger("fastcell")
 
 ENGINE_FORMAT = "fastcell-engine/1"
 PRECISIONS = ("fp16", "int8", "fp32")
-_INPUT = "images"
 
 
 # -- what an engine is built for -------------------------------------------------------------------
@@ -358,7 +357,8 @@ def ensure_engine(onnx_path: str | Path, key: EngineKey, builder: Builder, *, en
 
 
 # -- TensorRT itself (GPU machines only) --------------------------------------------------------------
-def _tensorrt() -> Any:
+def require_tensorrt() -> Any:
+    """The ``tensorrt`` module, 10.x; an ImportError naming ``fastcell[tensorrt]`` when it is absent."""
     trt = require("tensorrt", "tensorrt", "building or running TensorRT engines")
     major = int(trt.__version__.split(".")[0])
     if major != 10:
@@ -371,22 +371,23 @@ def current_target(device: int = 0) -> GpuTarget:
     """The GPU ``device`` and the installed TensorRT, as an engine key sees them."""
     from fastcell.runtime import _cuda
 
-    trt = _tensorrt()
+    trt = require_tensorrt()
     info = _cuda.device_properties(device)
     return GpuTarget(info.name, info.compute_capability, trt.__version__)
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, key: EngineKey, *, workspace_gib: float = 2.0,
-                 calibration_images: Sequence[str | Path] = (), calibration_cache: str | Path | None = None,
-                 pad_value: int = 114, verbose: bool = False) -> None:
+                 pad_value: int, calibration_images: Sequence[str | Path] = (),
+                 calibration_cache: str | Path | None = None, verbose: bool = False) -> None:
     """Compile ``onnx_path`` into a serialized TensorRT engine at ``engine_path``, as ``key`` says.
 
     fp16 lets TensorRT choose fp16 kernels (inputs and outputs stay float32); int8 adds int8
     kernels calibrated with TensorRT's entropy calibrator on ``calibration_images`` (letterboxed
     exactly as at run time; layers that lose accuracy in int8 stay fp16). The batch axis gets one
-    optimisation profile ``key.batch_min/opt/max``; ``workspace_gib`` caps TensorRT's scratch memory.
+    optimisation profile ``key.batch_min/opt/max``; ``workspace_gib`` caps TensorRT's scratch memory;
+    ``pad_value`` is the model's letterbox grey (``spec.pad_value``), for the calibration images.
     """
-    trt = _tensorrt()
+    trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
@@ -398,7 +399,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, key: EngineKey,
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     size = key.input_size
     profile = builder.create_optimization_profile()
-    profile.set_shape(_INPUT, (key.batch_min, 3, size, size), (key.batch_opt, 3, size, size),
+    profile.set_shape(INPUT_NAME, (key.batch_min, 3, size, size), (key.batch_opt, 3, size, size),
                       (key.batch_max, 3, size, size))
     config.add_optimization_profile(profile)
     if key.precision in ("fp16", "int8"):
@@ -418,10 +419,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, key: EngineKey,
 
 def make_calibrator(trt: Any, images: Sequence[str | Path], size: int, pad_value: int, *, batch_size: int = 8,
                     cache_file: str | Path | None = None) -> Any:
-    """A ``trt.IInt8EntropyCalibrator2`` fed by real images through :func:`fastcell.ops.letterbox_batch`."""
-    import cv2
+    """A ``trt.IInt8EntropyCalibrator2`` fed by real images, read as ``fastcell annotate`` reads them
+    (:func:`fastcell.io.sources.read_image`) and letterboxed by :func:`fastcell.ops.letterbox_batch`."""
     import numpy as np
 
+    from fastcell.io.sources import read_image
     from fastcell.ops import letterbox_batch
     from fastcell.runtime import _cuda
 
@@ -452,10 +454,10 @@ def make_calibrator(trt: Any, images: Sequence[str | Path], size: int, pad_value
                 return None
             frames = []
             for p in chunk:
-                frame = cv2.imread(str(p), cv2.IMREAD_COLOR)
-                if frame is None:
-                    raise OSError(f"cannot read calibration image {p}")
-                frames.append(frame)
+                try:
+                    frames.append(read_image(p))
+                except ValueError as err:
+                    raise ValueError(f"calibration image {p}: {err}") from None
             letterbox_batch(frames, out=self._host.array, size=size, pad_value=pad_value)
             self._stream.copy_to_device(self._device.ptr, self._host.ptr, self._host.nbytes)
             self._stream.synchronize()
@@ -501,76 +503,34 @@ def spec_engine(spec: ModelSpec, precision: str = "fp16", profile: BatchProfile 
                                    "calibration_images": len(images), "outputs": [h.output for h in spec.heads]})
 
 
-# -- `fastcell export --format engine` ------------------------------------------------------------------
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+def export_engine(spec: ModelSpec, precision: str = "fp16", *, out_dir: str | Path | None = None,
+                  batch_opt: int = 8, batch_max: int = 32, workspace_gib: float = 2.0,
+                  calibration_images: Sequence[str | Path] = (), device: int = 0) -> Path:
+    """Build the engine of an exported model beside it (``model.<precision>.engine`` + its metadata JSON).
 
+    Parameters
+    ----------
+    spec : ModelSpec
+        The exported model (read from its ``model.json``).
+    precision : {"fp16", "int8", "fp32"}
+        ``"int8"`` needs ``calibration_images`` (real frames of the target microscope, at least 8).
+    out_dir : path, optional
+        Where the engine goes; default the model's folder.
+    batch_opt, batch_max : int
+        The batch profile (min 1) TensorRT optimises for and the largest batch it accepts.
 
-def add_engine_arguments(parser: Any) -> None:
-    """The options of ``fastcell export --format engine`` (added to the export sub-command)."""
-    group = parser.add_argument_group("TensorRT engine (--format engine; needs an NVIDIA GPU and fastcell[tensorrt])")
-    group.add_argument("--precision", choices=PRECISIONS, default="fp16", help="engine precision (default fp16)")
-    group.add_argument("--batch-opt", type=int, default=8, help="batch size TensorRT optimises for (default 8)")
-    group.add_argument("--batch-max", type=int, default=32, help="largest batch the engine accepts (default 32)")
-    group.add_argument("--workspace-gib", type=float, default=2.0, help="TensorRT builder workspace (default 2 GiB)")
-    group.add_argument("--calib", nargs="+", default=(), metavar="IMAGES",
-                       help="int8 calibration images, or folders of them (real frames of the target microscope, "
-                            "never the test split): --format engine builds an int8 engine on them; --format onnx "
-                            "also writes model_int8.onnx for the CPU backends (64 images at most)")
-    group.add_argument("--calib-count", type=int, default=512, help="int8: use at most this many images (default 512)")
-    group.add_argument("--device", type=int, default=0, help="CUDA device to build on (default 0)")
-
-
-def calibration_images(sources: Sequence[str | Path], limit: int = 512) -> list[Path]:
-    """Image files named by ``sources`` (files, or folders searched for images), sorted, at most ``limit``."""
-    found: list[Path] = []
-    for source in sources:
-        p = Path(source)
-        if p.is_dir():
-            found += sorted(q for q in p.rglob("*") if q.suffix.lower() in _IMAGE_SUFFIXES)
-        elif p.is_file():
-            found.append(p)
-        else:
-            raise FileNotFoundError(f"calibration source {p} is neither an image nor a folder")
-    return found[:limit]
-
-
-def run_engine_export(args: Any) -> int:
-    """``fastcell export ... --format engine``: the ONNX export (unless given a model), then the engine.
-
-    ``args.checkpoint`` may be a training checkpoint (exported to ONNX in ``args.out`` first, as
-    ``--format onnx`` does) or an exported model (``model.json``, its folder or ``model.onnx``).
-    The engine lands beside the ONNX as ``model.<precision>.engine`` with its metadata JSON.
+    Returns
+    -------
+    Path
+        The engine. It runs only on this GPU model with this TensorRT; elsewhere fastcell builds its
+        own from ``model.onnx``.
     """
-    import copy
-    import sys
-
-    from fastcell.spec import find_model
-
-    source = Path(args.checkpoint)
-    if source.suffix in (".pt", ".pth"):
-        from fastcell.cli import export as export_cli
-
-        onnx_args = copy.copy(args)
-        onnx_args.format = "onnx"
-        onnx_args.calib = ()  # the images are the engine's calibration, not a CPU int8 model's
-        status = export_cli.run(onnx_args)
-        if status:
-            return status
-        spec = ModelSpec.load(Path(args.out))
-    else:
-        spec = ModelSpec.load(find_model(source))
-    images = calibration_images(args.calib, args.calib_count) if args.precision == "int8" else []
-    if args.precision == "int8" and not images:
-        print("--precision int8 needs --calib IMAGES (real frames, at least 8)", file=sys.stderr)
-        return 2
-    out_dir = Path(args.out) if args.out else spec.model_path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    engine = out_dir / f"{spec.model_path.stem}.{args.precision}.engine"
-    profile = BatchProfile(1, min(args.batch_opt, args.batch_max), args.batch_max)
-    path = spec_engine(spec, args.precision, profile, device=args.device, workspace_gib=args.workspace_gib,
-                       calibration_images=images, engine_path=engine, directory=out_dir, on_stale="rebuild")
-    meta = json.loads(metadata_path(path).read_text())
-    print(f"wrote {path} ({meta['engine_bytes'] / 1e6:.1f} MB, {meta['precision']}, batch {profile}, TensorRT "
-          f"{meta['tensorrt_version']}, {meta['gpu_name']} cc {meta['compute_capability']}) and {metadata_path(path)}. "
-          "It runs only on this GPU model with this TensorRT; elsewhere fastcell builds its own from model.onnx.")
-    return 0
+    if precision == "int8" and not calibration_images:
+        raise ValueError("precision='int8' needs calibration images (real frames, at least 8)")
+    out = Path(out_dir) if out_dir is not None else spec.model_path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    engine = out / f"{spec.model_path.stem}.{precision}.engine"
+    profile = BatchProfile(1, min(batch_opt, batch_max), batch_max)
+    return spec_engine(spec, precision, profile, device=device, workspace_gib=workspace_gib,
+                       calibration_images=calibration_images if precision == "int8" else (),
+                       engine_path=engine, directory=out, on_stale="rebuild")

@@ -1,7 +1,8 @@
 """Export a trained AttentionNet to ONNX with its metadata JSON (the deployment artefact).
 
-``export_onnx`` folds BatchNorm into the convolutions, writes ``model.onnx`` (input ``images``
-``(N, 3, S, S)`` float32 RGB in [0, 1] with a dynamic batch; outputs ``p5`` then ``p4``), checks
+``export_onnx`` folds BatchNorm into the convolutions, writes ``model.onnx`` (input
+:data:`fastcell.defaults.INPUT_NAME` ``(N, 3, S, S)`` float32 RGB in [0, 1] with a dynamic batch;
+outputs :data:`fastcell.defaults.OUTPUT_NAMES`, stride 32 first), checks
 it against PyTorch with ONNX Runtime, and writes ``model.json`` through :class:`fastcell.spec.ModelSpec`
 (classes, anchors, heads, input size, thresholds, HSV ranges, provenance, metrics, sha256).
 
@@ -19,10 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastcell.defaults import INPUT_NAME, OUTPUT_NAMES
 from fastcell.model.attentionnet import AttentionNet, fold_batchnorm
+from fastcell.model.checkpoint import load_checkpoint_model
 from fastcell.spec import ModelSpec, Segmentation, Thresholds
 
-__all__ = ["export_onnx", "load_checkpoint_model", "fp16_initializers", "sha256_of", "verify_onnx"]
+__all__ = ["export_onnx", "fp16_initializers", "sha256_of", "verify_onnx"]
 
 OPSET = 17
 
@@ -33,16 +36,6 @@ def sha256_of(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def load_checkpoint_model(checkpoint: str | Path, use_ema: bool = True) -> tuple[AttentionNet, dict]:
-    """Rebuild the model of a training checkpoint (EMA weights by default) and return its state."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if "classes" not in state or ("ema" not in state and "model" not in state):
-        raise ValueError(f"{checkpoint} is not a fastcell training checkpoint (no classes/model weights)")
-    model = AttentionNet(len(state["classes"]), int(state.get("input_size", 416)))
-    model.load_state_dict(state["ema"] if use_ema and "ema" in state else state["model"])
-    return model.eval(), state
 
 
 def fp16_initializers(model_proto, min_elements: int = 1024):
@@ -79,8 +72,8 @@ def _torch_export(model: torch.nn.Module, path: Path, size: int) -> None:
         # smallest, plainest graph for this conv-only network, so its notices are silenced here.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (dummy,), str(path), input_names=["images"], output_names=["p5", "p4"],
-            dynamic_axes={"images": {0: "batch"}, "p5": {0: "batch"}, "p4": {0: "batch"}},
+            model, (dummy,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
             opset_version=OPSET, dynamo=False, do_constant_folding=True,
         )
 
@@ -93,7 +86,7 @@ def verify_onnx(onnx_path: str | Path, model: torch.nn.Module, images: np.ndarra
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    onnx_out = session.run(["p5", "p4"], {"images": np.ascontiguousarray(images, np.float32)})
+    onnx_out = session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images, np.float32)})
     with torch.no_grad():
         torch_out = model.eval()(torch.from_numpy(np.ascontiguousarray(images, np.float32)))
     return float(max(np.abs(a - b.numpy()).max() for a, b in zip(onnx_out, torch_out)))

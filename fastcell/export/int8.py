@@ -1,8 +1,8 @@
 """int8: static post-training quantisation of a model on real images (offline, once per model).
 
 Writes ``model_int8.onnx`` (QDQ format: int8 weights per channel, uint8 activations with ranges
-calibrated on the given images) beside ``model.onnx``; both OpenVINO and ONNX Runtime run it with
-``precision="int8"``. Needs ONNX Runtime's quantisation tools and the ``onnx`` package
+calibrated on the given images) beside ``model.onnx`` and names it in ``model.json["int8"]["file"]``,
+which is where OpenVINO and ONNX Runtime look for it when run with ``precision="int8"``. Needs ONNX Runtime's quantisation tools and the ``onnx`` package
 (``pip install "fastcell[train]"``). ``fastcell export CKPT --out DIR --calib IMAGES`` runs it after
 export. Check the accuracy cost (``fastcell val DATA --model M --precision int8``)
 before shipping it: calibration on too few or unrepresentative images loses small cells first.
@@ -16,22 +16,28 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from fastcell.defaults import INPUT_NAME
 from fastcell.runtime._base import require
-from fastcell.runtime.openvino_backend import int8_model_path
 from fastcell.spec import ModelSpec
 
-__all__ = ["quantize_int8"]
+__all__ = ["quantize_int8", "float32_initializers", "INT8_FILE", "CALIBRATION_METHOD"]
+
+#: the file name of the int8 model beside ``model.onnx`` (recorded in ``model.json["int8"]["file"]``)
+INT8_FILE = "model_int8.onnx"
+CALIBRATION_METHOD = "ONNX Runtime static QDQ, MinMax, per-channel int8 weights"
 
 
 def quantize_int8(spec: ModelSpec, images: Iterable[str | Path | np.ndarray], *, limit: int = 64) -> Path:
-    """Calibrate on ``images`` (paths or frames) and write the int8 model beside the float one.
+    """Calibrate on ``images`` (paths or frames), write the int8 model beside the float one and record it.
 
     Parameters
     ----------
     spec : ModelSpec
-        The float model (read from its ``model.json``).
+        The float model (read from its ``model.json``, which gains an ``"int8"`` entry naming the
+        new file, the number of calibration images and the method).
     images : iterable of path or ndarray
-        Representative frames (e.g. the training split); at most ``limit`` are used.
+        Representative frames (e.g. the training split); at most ``limit`` are used. Files are
+        read as ``fastcell annotate`` reads them (:func:`fastcell.io.sources.read_image`).
 
     Returns
     -------
@@ -44,22 +50,25 @@ def quantize_int8(spec: ModelSpec, images: Iterable[str | Path | np.ndarray], *,
     from fastcell.preprocess import Preprocessor
 
     pre = Preprocessor(spec.input_size, spec.pad_value, 1)
+    used = 0
 
     class Reader(quant.CalibrationDataReader):
         def __init__(self) -> None:
             self._it = self._batches()
 
         def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+            nonlocal used
             for i, image in enumerate(images):
                 if i >= limit:
                     return
                 frame = read_image(image) if not isinstance(image, np.ndarray) else image
-                yield {"images": pre([frame])[0].copy()}
+                used += 1
+                yield {INPUT_NAME: pre([frame])[0].copy()}
 
         def get_next(self):
             return next(self._it, None)
 
-    out = int8_model_path(spec)
+    out = spec.model_path.with_name(INT8_FILE)
     with tempfile.TemporaryDirectory() as tmp:
         # The quantiser only quantises weights it finds as float32 initializers; shipped models store
         # them as float16 + Cast, which it would leave in float (an "int8" model as large as the float one).
@@ -69,11 +78,13 @@ def quantize_int8(spec: ModelSpec, images: Iterable[str | Path | np.ndarray], *,
         quant.quantize_static(str(float_model), str(out), Reader(), quant_format=quant.QuantFormat.QDQ,
                               activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
                               per_channel=True, calibrate_method=quant.CalibrationMethod.MinMax)
+    spec.extra["int8"] = {"file": out.name, "calibration_images": used, "calibration_method": CALIBRATION_METHOD}
+    spec.save(spec.path)
     return out
 
 
 def float32_initializers(model_proto):
-    """Undo :func:`fastcell.export.fp16_initializers`: each float16 initializer read only through a
+    """Undo :func:`fastcell.export.onnx.fp16_initializers`: each float16 initializer read only through a
     Cast to float32 becomes a float32 initializer under the Cast's output name, and the Cast goes.
 
     Returns the ``onnx.ModelProto`` (changed in place).
