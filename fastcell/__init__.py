@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from fastcell._version import __version__
 
 # Public names → the module that defines them; imported on first use so `import fastcell` is cheap.
 _LAZY = {

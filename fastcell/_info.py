@@ -21,7 +21,7 @@ def sys_info(as_dict: bool = False) -> str | dict:
     as_dict : bool
         Return a dict instead of a printable string.
     """
-    from fastcell import __version__
+    from fastcell._version import __version__
     from fastcell._core_loader import core
 
     info = {

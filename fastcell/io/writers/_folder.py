@@ -399,7 +399,7 @@ class AnnotationWriter:
         return totals
 
     def _write_coco(self, images: list[dict], annotations: list[dict]) -> None:
-        from fastcell import __version__
+        from fastcell._version import __version__
 
         document = {
             "info": {"description": "cell annotations written by fastcell annotate", "version": __version__},
