@@ -9,7 +9,8 @@ numbers: a grep for ``0.25`` or ``416`` finds this file.
 from __future__ import annotations
 
 __all__ = ["SCORE", "NMS_IOU", "GBCIOU", "MERGE_IOU", "MERGE", "MAX_DETECTIONS", "INPUT_SIZE", "PAD_VALUE",
-           "TRAIN_CELL_SIZE", "INPUT_NAME", "OUTPUT_NAMES", "MODEL_FILE", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+           "TRAIN_CELL_SIZE", "INPUT_NAME", "OUTPUT_NAMES", "MODEL_FILE", "JPEG_EXTENSIONS", "IMAGE_EXTENSIONS",
+           "VIDEO_EXTENSIONS"]
 
 #: keep a candidate when objectness × class probability ``>= SCORE``
 SCORE = 0.25
@@ -38,9 +39,12 @@ OUTPUT_NAMES = ("p5", "p4")
 #: the float model's file name beside ``model.json``
 MODEL_FILE = "model.onnx"
 
-#: file name extensions read as still images (lower case), by :mod:`fastcell.io` and the data loaders
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-                              ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"})
+#: file name extensions of JPEG files (lower case): their annotated images are written as JPEG too
+JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe"})
+#: file name extensions read as still images (lower case), by :mod:`fastcell.io`, the data loaders
+#: and int8 calibration
+IMAGE_EXTENSIONS = JPEG_EXTENSIONS | {".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm",
+                                      ".ppm", ".pnm"}
 #: file name extensions opened as videos (lower case)
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg", ".webm",
                               ".flv", ".mjpeg", ".mjpg", ".gif", ".ts"})

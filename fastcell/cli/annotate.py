@@ -180,12 +180,12 @@ def resolve(source: str, recursive: bool = False, out: str | Path | None = None)
 
 
 def _items(files: list[str], root: str) -> list[Any]:
+    from fastcell.defaults import JPEG_EXTENSIONS
     from fastcell.io.writers import Item, unique_keys
 
     rel = [Path(os.path.relpath(os.path.abspath(f), os.path.abspath(root))).as_posix() for f in files]
     keys = unique_keys(rel)
-    jpeg = (".jpg", ".jpeg", ".jpe")
-    return [Item(key=key, name=r, source_format="jpg" if os.path.splitext(r)[1].lower() in jpeg else None)
+    return [Item(key=key, name=r, source_format="jpg" if os.path.splitext(r)[1].lower() in JPEG_EXTENSIONS else None)
             for key, r in zip(keys, rel)]
 
 
@@ -387,6 +387,7 @@ def _annotate(args, plan: Plan, video, annotator, writer, outcome: _Outcome, *, 
 
 
 def _video_item(video: str, index: int) -> Any:
+    from fastcell.defaults import JPEG_EXTENSIONS
     from fastcell.io.writers import Item
 
     stem = Path(video).stem

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fastcell import defaults
 from fastcell._core_loader import core as _core
 
 __all__ = ["box_iou", "decode", "nms", "gbciou_merge", "postprocess", "MAX_COORDINATE", "MAX_ANCHOR", "MAX_CLASSES"]
@@ -156,9 +157,9 @@ def gbciou_merge(
     boxes: np.ndarray,
     scores: np.ndarray,
     class_ids: np.ndarray | None,
-    threshold: float = 0.5,
-    mode: str = "multi",
-    merge_iou: float = 0.5,
+    threshold: float = defaults.GBCIOU,
+    mode: str = defaults.MERGE,
+    merge_iou: float = defaults.MERGE_IOU,
 ) -> Detections:
     """Merge overlapping predictions of one cell with GBCIOU (the paper's Algorithm 3).
 
@@ -218,13 +219,13 @@ def postprocess(
     strides: Sequence[float],
     anchors: Sequence[np.ndarray],
     num_classes: int,
-    score_threshold: float = 0.25,
-    nms_iou: float = 0.45,
-    merge: str = "multi",
-    gbciou: float = 0.5,
-    merge_iou: float = 0.5,
+    score_threshold: float = defaults.SCORE,
+    nms_iou: float = defaults.NMS_IOU,
+    merge: str = defaults.MERGE,
+    gbciou: float = defaults.GBCIOU,
+    merge_iou: float = defaults.MERGE_IOU,
     class_agnostic: bool = False,
-    max_detections: int | None = 300,
+    max_detections: int | None = defaults.MAX_DETECTIONS,
 ) -> list[Detections]:
     """Post-process a batch of raw head outputs in one compiled call.
 

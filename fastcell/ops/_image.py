@@ -15,13 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from fastcell._core_loader import core as _core
+from fastcell.defaults import INPUT_SIZE, PAD_VALUE
 
 __all__ = ["letterbox", "letterbox_batch", "segment_cells", "segment_cells_batch", "coco_rle"]
 
 HsvBound = Sequence[int] | None
 
 
-def letterbox(image: np.ndarray, size: int = 416, pad_value: float = 114) -> tuple[np.ndarray, np.ndarray]:
+def letterbox(image: np.ndarray, size: int = INPUT_SIZE, pad_value: float = PAD_VALUE) -> tuple[np.ndarray, np.ndarray]:
     """Resize an image into the network's square input, keeping its aspect, and pad the rest.
 
     Parameters
@@ -29,9 +30,9 @@ def letterbox(image: np.ndarray, size: int = 416, pad_value: float = 114) -> tup
     image : (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) ndarray of uint8 or uint16
         Gray, BGR or BGRA (alpha ignored), at least 1×1. 16-bit values are scaled by 1/65535,
         never truncated to their high byte.
-    size : int, default 416
+    size : int, default :data:`fastcell.defaults.INPUT_SIZE`
         Side S of the square output, in [1, 16384].
-    pad_value : float, default 114
+    pad_value : float, default :data:`fastcell.defaults.PAD_VALUE`
         Padding level in 8-bit units (0–255); the output holds ``pad_value / 255``.
 
     Returns
@@ -60,8 +61,8 @@ def letterbox(image: np.ndarray, size: int = 416, pad_value: float = 114) -> tup
 def letterbox_batch(
     images: Sequence[np.ndarray] | np.ndarray,
     out: np.ndarray | None = None,
-    size: int = 416,
-    pad_value: float = 114,
+    size: int = INPUT_SIZE,
+    pad_value: float = PAD_VALUE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Letterbox several images into one batch array, e.g. the buffer an inference engine binds.
 
@@ -72,9 +73,9 @@ def letterbox_batch(
         is read as a stack along its first axis: (N, H, W), (N, H, W, 3) or (N, H, W, 4).
     out : (N, 3, S, S) ndarray of float32, optional
         C-contiguous, writeable buffer to fill in place (it is also returned). Allocated when None.
-    size : int, default 416
+    size : int, default :data:`fastcell.defaults.INPUT_SIZE`
         Side S of each square.
-    pad_value : float, default 114
+    pad_value : float, default :data:`fastcell.defaults.PAD_VALUE`
         Padding level in 8-bit units (0–255).
 
     Returns

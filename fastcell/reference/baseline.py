@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from fastcell import defaults as D  # the settings' defaults; the algorithms here stay independent
 from fastcell.reference.boxes import MAX_LOG_SCALE
 
 __all__ = ["letterbox", "decode", "nms", "gbciou_merge", "postprocess", "segment_cells"]
@@ -26,7 +27,7 @@ __all__ = ["letterbox", "decode", "nms", "gbciou_merge", "postprocess", "segment
 _MAX_LOG_SCALE = np.float32(MAX_LOG_SCALE)  # as fastcell: a box at most 62.5 × its anchor
 
 
-def letterbox(image: np.ndarray, size: int = 416, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
+def letterbox(image: np.ndarray, size: int = D.INPUT_SIZE, pad_value: int = D.PAD_VALUE) -> tuple[np.ndarray, np.ndarray]:
     """uint8 BGR → ``(3, size, size)`` float32 RGB in [0, 1] and the ops' ``params``: ``cv2.resize``,
     ``cv2.copyMakeBorder``, then the planes split and stacked in RGB order and scaled (the fastest of
     the usual ways here: ``cv2.dnn.blobFromImage`` takes ~10× longer, a strided NumPy transpose more)."""
@@ -129,9 +130,10 @@ def gbciou_merge(boxes, scores, class_ids, threshold: float = 0.5, mode: str = "
     return np.asarray(out_boxes, np.float32).reshape(-1, 4), scores[idx], class_ids[idx]
 
 
-def postprocess(heads, params, *, strides, anchors, num_classes: int, score_threshold: float = 0.25,
-                nms_iou: float = 0.45, merge: str = "multi", gbciou: float = 0.5, merge_iou: float = 0.5,
-                class_agnostic: bool = False, max_detections: int | None = 300):
+def postprocess(heads, params, *, strides, anchors, num_classes: int, score_threshold: float = D.SCORE,
+                nms_iou: float = D.NMS_IOU, merge: str = D.MERGE, gbciou: float = D.GBCIOU,
+                merge_iou: float = D.MERGE_IOU, class_agnostic: bool = False,
+                max_detections: int | None = D.MAX_DETECTIONS):
     """decode → NMS → GBCIOU → undo the letterbox → clip → drop empty → cap (:func:`fastcell.ops.postprocess`)."""
     params = np.asarray(params, np.float32).reshape(-1, 5)
     out = []

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastcell import defaults as D  # the settings' defaults; the algorithms here stay independent
+
 __all__ = ["box_iou", "decode", "encode_heads", "nms", "gbciou_merge", "postprocess", "MAX_LOG_SCALE"]
 
 #: tw, th are clamped to this before exp (detectron2's bbox_xform_clip): a box <= 62.5 × its anchor.
@@ -198,9 +200,10 @@ def _map_back(boxes: np.ndarray, params) -> np.ndarray:
     return b.astype(np.float32)
 
 
-def postprocess(heads, params, *, strides, anchors, num_classes: int, score_threshold: float = 0.25,
-                nms_iou: float = 0.45, merge: str = "multi", gbciou: float = 0.5, merge_iou: float = 0.5,
-                class_agnostic: bool = False, max_detections: int | None = 300):
+def postprocess(heads, params, *, strides, anchors, num_classes: int, score_threshold: float = D.SCORE,
+                nms_iou: float = D.NMS_IOU, merge: str = D.MERGE, gbciou: float = D.GBCIOU,
+                merge_iou: float = D.MERGE_IOU, class_agnostic: bool = False,
+                max_detections: int | None = D.MAX_DETECTIONS):
     """decode → NMS → GBCIOU → letterbox mapping → clip → drop empty → cap, image by image."""
     params = np.asarray(params, dtype=np.float32).reshape(-1, 5)
     out = []

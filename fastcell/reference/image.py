@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from fastcell import defaults as D  # the settings' defaults; the algorithms here stay independent
+
 __all__ = ["letterbox_geometry", "letterbox", "letterbox_batch", "hsv_mask", "disc_mask", "segment_cells"]
 
 
@@ -25,7 +27,7 @@ def letterbox_geometry(width: int, height: int, size: int) -> tuple[float, int, 
     return scale, new_w, new_h, (size - new_w) // 2, (size - new_h) // 2
 
 
-def letterbox(image: np.ndarray, size: int = 416, pad_value: float = 114) -> tuple[np.ndarray, np.ndarray]:
+def letterbox(image: np.ndarray, size: int = D.INPUT_SIZE, pad_value: float = D.PAD_VALUE) -> tuple[np.ndarray, np.ndarray]:
     """Reference of :func:`fastcell.ops.letterbox`: cv2.resize(INTER_LINEAR) onto a padded canvas."""
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -44,7 +46,7 @@ def letterbox(image: np.ndarray, size: int = 416, pad_value: float = 114) -> tup
 
 
 def letterbox_batch(
-    images: Sequence[np.ndarray], size: int = 416, pad_value: float = 114
+    images: Sequence[np.ndarray], size: int = D.INPUT_SIZE, pad_value: float = D.PAD_VALUE
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reference of :func:`fastcell.ops.letterbox_batch`: :func:`letterbox` in a loop, stacked."""
     pairs = [letterbox(image, size, pad_value) for image in images]
