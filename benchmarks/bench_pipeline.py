@@ -78,7 +78,7 @@ def typical_threshold(model: Path, frames: list[np.ndarray], cells: int = 20) ->
     """The score that keeps about ``cells`` boxes per frame after NMS (for the random model)."""
     import fastcell
 
-    a = fastcell.load(model, verbose=False, score_threshold=0.01, max_detections=cells)
+    a = fastcell.load(model, verbose=False, score=0.01, max_detections=cells)
     return float(np.median([r.scores[-1] for r in a.batch(frames) if len(r)]))
 
 

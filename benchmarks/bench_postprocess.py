@@ -59,7 +59,7 @@ SHAPES = [(13, 13), (26, 26)]
 SIZE = 416
 T, S = Thresholds(), Segmentation()  # the shipped defaults
 POST = dict(strides=STRIDES, anchors=ANCHORS, num_classes=C, score_threshold=T.score, nms_iou=T.nms_iou,
-            merge=T.merge, gbciou=T.gbciou, merge_iou=T.merge_iou, class_agnostic=T.class_agnostic_nms,
+            merge=T.merge, gbciou=T.gbciou, merge_iou=T.merge_iou, class_agnostic=T.class_agnostic,
             max_detections=T.max_detections)
 SEG = (S.hsv_low, S.hsv_high, S.disc, S.fill)
 

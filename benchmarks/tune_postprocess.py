@@ -14,36 +14,33 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from dataclasses import replace
 
-import numpy as np
 from tqdm import tqdm
 
 from fastcell.data.labels import load_labels
 from fastcell.evaluation.metrics import best_score_threshold, evaluate_detections
-from fastcell.evaluation.predict import postprocess_heads
-from fastcell.evaluation.predictors import load_predictor, read_image
-from fastcell.ops import letterbox_batch
+from fastcell.evaluation.predict import open_annotator
+from fastcell.io.sources import read_image
 
 
-def raw_heads(predictor, images, batch_size: int = 8):
-    """Letterboxed forward passes: a list of (heads, params) per batch."""
-    spec = predictor.spec
+def raw_heads(annotator, images):
+    """The Annotator's first two stages, once: a list of (heads, params, frames) per batch."""
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="forward", leave=False):
-        chunk = [read_image(p) for p in images[start:start + batch_size]]
-        batch, params = letterbox_batch(chunk, size=spec.input_size, pad_value=spec.pad_value)
-        out.append((predictor(batch), params))
+    step = annotator.max_batch
+    for start in tqdm(range(0, len(images), step), desc="forward", leave=False):
+        frames = [read_image(p) for p in images[start:start + step]]
+        batch, params = annotator.preprocess(frames)
+        out.append((annotator.infer(batch), params.copy(), frames))
     return out
 
 
-def score_setting(cached, spec, thresholds, ground_truth):
-    strides = tuple(h.stride for h in spec.heads)
-    anchors = np.asarray(spec.anchors, np.float32)
+def score_setting(cached, annotator, ground_truth):
+    """The Annotator's post-processing (with its settings) over the cached heads, scored."""
     predictions = []
-    for heads, params in cached:
-        predictions += postprocess_heads(heads, params, anchors, spec.num_classes, thresholds, strides=strides)
-    metrics = evaluate_detections(predictions, ground_truth, spec.classes)
+    for heads, params, frames in cached:
+        predictions += [(r.boxes, r.scores, r.class_ids) for r in annotator.postprocess(heads, params, frames)]
+    spec = annotator.spec
+    metrics = evaluate_detections(predictions, ground_truth, spec.classes, score=spec.thresholds.score)
     best_score, best_f1 = best_score_threshold(predictions, ground_truth, spec.num_classes)
     return metrics.map50, metrics.map50_95, best_f1, best_score
 
@@ -55,12 +52,12 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     args = parser.parse_args()
 
-    predictor = load_predictor(args.model)
-    spec = predictor.spec
+    annotator = open_annotator(args.model, score=0.001)
+    spec = annotator.spec
     labels = load_labels(args.data, args.split, spec.classes)
     ground_truth = [(s.boxes, s.class_ids) for s in labels.samples]
-    cached = raw_heads(predictor, [s.image for s in labels.samples])
-    base = replace(spec.thresholds, score=0.001)
+    cached = raw_heads(annotator, [s.image for s in labels.samples])
+    base = spec.thresholds
 
     grid = [("none", None, None)] + [("multi", g, m) for g, m in itertools.product((0.3, 0.5), (0.3, 0.5, 0.7))]
     print(f"{args.model} on {args.split} ({len(ground_truth)} images)")
@@ -68,9 +65,9 @@ def main() -> None:
           f"{'best F1':>8} {'@score':>7}")
     for nms_iou in (0.3, 0.45, 0.6):
         for merge, gbciou, merge_iou in grid:
-            t = replace(base, nms_iou=nms_iou, merge=merge, gbciou=gbciou or base.gbciou,
-                        merge_iou=merge_iou or base.merge_iou)
-            m50, m5095, f1, s = score_setting(cached, spec, t, ground_truth)
+            setting = annotator.with_options(nms_iou=nms_iou, merge=merge, gbciou=gbciou or base.gbciou,
+                                             merge_iou=merge_iou or base.merge_iou)
+            m50, m5095, f1, s = score_setting(cached, setting, ground_truth)
             print(f"{nms_iou:>8.2f} {merge:>6} {gbciou or '-':>7} {merge_iou or '-':>10} {m50:>7.4f} {m5095:>9.4f} "
                   f"{f1:>8.3f} {s:>7.2f}")
 
