@@ -55,6 +55,24 @@ def test_train_writes_checkpoints_lowers_loss_and_resumes_exactly(bccd_dir, tmp_
     for name in ("last.pt", "best.pt", "results.csv", "results.png", "config.json"):
         assert (out / name).is_file(), name
 
+    # validation during training scores what `fastcell val last.pt` scores: the torch backend, the
+    # Annotator, the files read as annotate reads them (fp32 both sides: bf16 is a training-speed option)
+    import numpy as np
+
+    from fastcell.evaluation.metrics import evaluate_detections
+    from fastcell.evaluation.predict import open_annotator, predict_images
+
+    trainer.bf16 = False
+    during = trainer.validate()
+    with open_annotator(out / "last.pt", score=trainer.cfg.val_score) as annotator:
+        assert annotator.backend.name == "torch"
+        predictions = predict_images(annotator, [s.image for s in trainer.val_labels.samples], progress=False)
+    after = evaluate_detections(predictions, [(s.boxes, s.class_ids) for s in trainer.val_labels.samples],
+                                trainer.classes, score=during.score)
+    assert sum(len(p[0]) for p in predictions) > 0
+    np.testing.assert_array_equal(after.ap, during.ap)
+    np.testing.assert_array_equal(after.confusion, during.confusion)
+
     # a new process-like start from the epoch-2 checkpoint must reach the very same weights
     resumed = Trainer(_config(bccd_dir, tmp_path / "resumed"), resume=snapshot)
     assert resumed.start_epoch == 2
