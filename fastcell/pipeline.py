@@ -53,9 +53,10 @@ import numpy as np
 
 from fastcell._parallel import default_post_workers, submit_batch
 from fastcell.annotator import Annotator
-from fastcell.io.sources import STALL_TIMEOUT, ImageFiles, Source, open_source
 from fastcell.frames import check_frame
+from fastcell.io.sources import STALL_TIMEOUT, ImageFiles, Source, open_source
 from fastcell.results import Result
+from fastcell.stats import DeliveryStats
 
 __all__ = ["stream", "Stream", "StreamError", "StreamStalled", "STALL_TIMEOUT"]
 
@@ -63,7 +64,6 @@ log = logging.getLogger("fastcell")
 
 _POLL = 0.05  # seconds between checks of the stop flags while waiting on a queue
 _SOURCE_GRACE = 0.5  # seconds close() waits for a capture thread that may be stuck in the source
-_FPS_WINDOW = 256  # results over which Stream.fps is measured
 _POST_POLL = 0.001  # seconds the post thread waits for a new batch while chunks are in flight
 
 
@@ -146,13 +146,10 @@ class _Pipeline:
         self.count = 0
         self.stalled = False
         self._finished = False
-        self._latencies: deque[float] = deque(maxlen=int(window))
-        # delivery times of the last results, plus the one before them: the span's start
-        self._delivered: deque[float] = deque(maxlen=_FPS_WINDOW + 1)
+        self._stats = DeliveryStats(window)
         self._annotator_lock = threading.Lock()
         self._infer_ended = False
         self._annotator_closed = False
-        self._started = time.monotonic()
         self._threads = [
             threading.Thread(target=self._run_capture, name="fastcell-capture", daemon=True),
             threading.Thread(target=self._run_infer, name="fastcell-infer", daemon=True),
@@ -165,33 +162,16 @@ class _Pipeline:
     # -- statistics ------------------------------------------------------------------------------
     @property
     def fps(self) -> float:
-        """Results per second over the last 256 results (all of them, timed from the stream's
-        start, until there are more).
-
-        Results reach the consumer in bursts (a batch at a time), so the span must begin before
-        the first counted result — at the delivery just before the window, or at the start —
-        never at a counted one: ``count / (last delivery − that reference)``.
-        """
-        delivered = self._delivered
-        if not delivered:
-            return 0.0
-        if len(delivered) < delivered.maxlen:  # the window is not full yet: from the start
-            count, reference = len(delivered), self._started
-        else:
-            count, reference = len(delivered) - 1, delivered[0]
-        span = delivered[-1] - reference
-        return count / span if span > 0 else 0.0
-
-    def _latency_percentile(self, q: float) -> float:
-        return float(np.percentile(np.fromiter(self._latencies, float), q)) if self._latencies else 0.0
+        """Results per second over the last 256 results (see :attr:`fastcell.stats.DeliveryStats.fps`)."""
+        return self._stats.fps
 
     @property
     def latency_p50(self) -> float:
-        return self._latency_percentile(50)
+        return self._stats.latency_p50
 
     @property
     def latency_p99(self) -> float:
-        return self._latency_percentile(99)
+        return self._stats.latency_p99
 
     @property
     def failed(self) -> list[tuple[str, str]]:
@@ -449,9 +429,7 @@ class _Pipeline:
                 continue
             if isinstance(item, Result):
                 self.count += 1
-                now = time.monotonic()
-                self._delivered.append(now)
-                self._latencies.append(item.latency)
+                self._stats.record(item.latency)
                 return item
             self.close()
             if isinstance(item, _Failure):

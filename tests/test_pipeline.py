@@ -395,9 +395,9 @@ def test_fps_over_a_full_window_spans_from_the_delivery_before_it(annotator):
     with fastcell.stream(_frames(1), annotator) as stream:
         list(stream)
     # 300 results in bursts of 10, one burst every 0.5 s: 20 results/s whatever the burst edges
-    stream._delivered.clear()
-    stream._delivered.extend(100.0 + 0.5 * (i // 10) + 1e-6 * (i % 10) for i in range(300))
-    window = list(stream._delivered)
+    for i in range(300):
+        stream._stats.record(0.0, now=100.0 + 0.5 * (i // 10) + 1e-6 * (i % 10))
+    window = list(stream._stats.delivered)
     assert len(window) == 257  # the last 256 results and the delivery before them
     assert stream.fps == pytest.approx(256 / (window[-1] - window[0]))
     assert stream.fps == pytest.approx(20.0, rel=0.05)
