@@ -48,8 +48,7 @@ std::uint32_t differ_portable(const std::int32_t* a, const std::int32_t* b, int 
 }
 
 #if FASTCELL_X86_SIMD
-__attribute__((target("avx512f,bmi2"))) std::uint32_t differ_avx512(const std::int32_t* a, const std::int32_t* b,
-                                                                    int n) {
+FASTCELL_TARGET_AVX512 std::uint32_t differ_avx512(const std::int32_t* a, const std::int32_t* b, int n) {
   const auto lanes = static_cast<__mmask16>(_bzhi_u32(0xFFFF, static_cast<unsigned>(n)));
   return _mm512_mask_cmpneq_epi32_mask(lanes, _mm512_maskz_loadu_epi32(lanes, a), _mm512_maskz_loadu_epi32(lanes, b));
 }

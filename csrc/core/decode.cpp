@@ -19,7 +19,7 @@ namespace {
 std::string head_name(std::size_t h) { return "heads[" + std::to_string(h) + "]"; }
 
 #if FASTCELL_X86_SIMD
-__attribute__((target("avx512f,bmi2"))) bool any_non_finite_avx512(const float* p, std::size_t n) {
+FASTCELL_TARGET_AVX512 bool any_non_finite_avx512(const float* p, std::size_t n) {
   const __m512i exponent = _mm512_set1_epi32(0x7f800000);
   __mmask16 bad = 0;
   std::size_t i = 0;
@@ -66,8 +66,7 @@ std::uint32_t candidates_portable(const float* objectness, int count, float cuto
 }
 
 #if FASTCELL_X86_SIMD
-__attribute__((target("avx512f,bmi2"))) std::uint32_t candidates_avx512(const float* objectness, int count,
-                                                                        float cutoff) {
+FASTCELL_TARGET_AVX512 std::uint32_t candidates_avx512(const float* objectness, int count, float cutoff) {
   const auto lanes = static_cast<__mmask16>(_bzhi_u32(0xFFFF, static_cast<unsigned>(count)));
   return _mm512_mask_cmp_ps_mask(lanes, _mm512_maskz_loadu_ps(lanes, objectness), _mm512_set1_ps(cutoff), _CMP_NLT_UQ);
 }

@@ -205,7 +205,7 @@ struct ChannelPick {
 constexpr __mmask64 kLowBytes = 0x1111111111111111ULL;
 constexpr __mmask64 kPixelBytes = (1ULL << 48) - 1;  // 16 pixels × 3 bytes
 
-__attribute__((target("avx512f,avx512bw,avx512vbmi"))) ChannelPick make_channel_pick() {
+FASTCELL_TARGET_AVX512 ChannelPick make_channel_pick() {
   ChannelPick pick{};
   for (int c = 0; c < 3; ++c) {
     alignas(64) std::uint8_t index[64] = {};
@@ -220,7 +220,7 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) ChannelPick make_channel_
 // low mantissa bits of the float 2²³ (whose other bytes it keeps), giving 2²³ + a exactly, so
 // a = that − 2²³ and b − a = (2²³ + b) − (2²³ + a) are two exact subtractions: the same values as
 // converting a and b and subtracting, one instruction fewer than two conversions and a subtraction.
-__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void blend_rows_planar(
+FASTCELL_TARGET_AVX512 void blend_rows_planar(
     const std::uint8_t* top, const std::uint8_t* bottom, float w, float norm, int width, const ChannelPick& pick,
     float* const planes[3]) {
   const __m512 wv = _mm512_set1_ps(w), nv = _mm512_set1_ps(norm);
@@ -253,9 +253,9 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) void blend_rows_planar(
 // Horizontal pass of the three planar rows (B, G, R): out[x] = row[first] + (row[second] − row[first])·w[x]
 // for each channel. The three channels share each block's taps and weights. `rows` must be readable
 // kWindow floats past their last pixel.
-__attribute__((target("avx512f"))) inline void resample_block(float* const rows[3], const TapBlock& b,
-                                                              const float* __restrict weight, float* const out[3],
-                                                              std::size_t at, __mmask16 lanes) {
+FASTCELL_TARGET_AVX512 inline void resample_block(float* const rows[3], const TapBlock& b,
+                                                  const float* __restrict weight, float* const out[3], std::size_t at,
+                                                  __mmask16 lanes) {
   const __m512i first = _mm512_load_si512(b.first), second = _mm512_load_si512(b.second);
   const __m512 w = _mm512_maskz_loadu_ps(lanes, weight);
   for (int c = 0; c < 3; ++c) {
@@ -267,9 +267,8 @@ __attribute__((target("avx512f"))) inline void resample_block(float* const rows[
   }
 }
 
-__attribute__((target("avx512f"))) void resample_planes(float* const rows[3], const TapBlock* blocks,
-                                                        const float* __restrict weight, float* const out[3],
-                                                        int count) {
+FASTCELL_TARGET_AVX512 void resample_planes(float* const rows[3], const TapBlock* blocks,
+                                            const float* __restrict weight, float* const out[3], int count) {
   const int full = count / kLanes;
   for (int k = 0; k < full; ++k) {
     resample_block(rows, blocks[k], weight + k * kLanes, out, static_cast<std::size_t>(k) * kLanes, 0xFFFF);

@@ -13,6 +13,11 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__)
 #define FASTCELL_X86_SIMD 1
 #include <immintrin.h>
+// The target attribute of each twin, spelled here once: exactly the features cpu_simd() checks for
+// its level, so a twin is compiled for what the CPU it is chosen on has, and every AVX-512 twin (and
+// the inline helpers it calls) shares one target, which lets them inline into each other.
+#define FASTCELL_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vbmi,bmi2")))
+#define FASTCELL_TARGET_AVX2 __attribute__((target("avx2")))
 #else
 #define FASTCELL_X86_SIMD 0
 #endif
