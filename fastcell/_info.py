@@ -1,4 +1,4 @@
-"""sys_info(): what a bug report needs — versions, compiled features, available backends."""
+"""sys_info(): what a bug report needs — versions, compiled features, backends and precisions, the default model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def _version(dist: str) -> str | None:
 
 
 def sys_info(as_dict: bool = False) -> str | dict:
-    """Versions of fastcell and its dependencies, the compiled core's features and the CPU.
+    """Versions of fastcell and its dependencies, the compiled core's features, the CPU, the backends
+    available here with the precisions each runs, and the default model.
 
     Parameters
     ----------
@@ -41,7 +42,26 @@ def sys_info(as_dict: bool = False) -> str | dict:
         v = _version(dist)
         if v is not None:
             info[dist] = v
+    info.update(_models_and_backends())
     if as_dict:
         return info
     width = max(map(len, info))
     return "\n".join(f"{k:<{width}} : {v}" for k, v in info.items())
+
+
+def _models_and_backends() -> dict:
+    """The default model and, for it, each available backend's precisions; what failed, said instead."""
+    from fastcell.runtime import available_precisions
+    from fastcell.spec import ModelSpec, find_model
+
+    info: dict = {}
+    spec = None
+    try:
+        path = find_model("default")
+        spec = ModelSpec.load(path)
+        info["default model"] = f"{spec.name} ({path})"
+    except (OSError, ValueError) as err:  # no shipped model, or a broken one: say so, list backends anyway
+        info["default model"] = f"none ({err})"
+    for name, precisions in available_precisions(spec).items():
+        info[f"backend.{name}"] = ", ".join(precisions)
+    return info

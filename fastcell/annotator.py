@@ -1,7 +1,7 @@
 """The Annotator: frames in, :class:`~fastcell.results.Result` objects out.
 
     import fastcell
-    annotator = fastcell.load()                 # default model, fastest CPU backend (it says which)
+    annotator = fastcell.load()                 # default model, fastest CPU backend (logged: which)
     result = annotator(frame)                   # one frame: uint8/uint16, gray/BGR/BGRA
     results = annotator.batch(frames)           # a list: one letterbox call, batched inference,
                                                 # one post-processing call
@@ -133,7 +133,8 @@ class Annotator:
         throughput : bool
             OpenVINO only: two asynchronous requests per batch.
         verbose : bool
-            Print which backend was chosen (it is always logged at INFO level).
+            Also print which backend was chosen (it is always logged at INFO level on the
+            ``"fastcell"`` logger).
         """
         spec = ModelSpec.load(find_model(model))
         options: dict[str, Any] = {}
@@ -304,9 +305,9 @@ class Annotator:
 
 def load(model: str | Path = "default", device: str = "auto", precision: str | None = None,
          **kwargs: Any) -> Annotator:
-    """Open a model on the fastest available backend and say which was chosen.
+    """Open a model on the fastest available backend; which was chosen is logged.
 
-    Same arguments as :meth:`Annotator.from_model`; ``verbose`` defaults to True here.
+    Same arguments as :meth:`Annotator.from_model`. The choice goes to the ``"fastcell"`` logger at
+    INFO level (``logging.basicConfig(level=logging.INFO)`` shows it; ``verbose=True`` prints it).
     """
-    kwargs.setdefault("verbose", True)
     return Annotator.from_model(model, device, precision, **kwargs)

@@ -670,8 +670,11 @@ def stream(source: Any, model: str | Path | Annotator = "default", *, device: st
 def _check_stall_timeout(value: Any) -> None:
     if value is None or (isinstance(value, str) and value == "auto"):
         return
-    if isinstance(value, (str, bool)) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"stall_timeout must be a number of seconds > 0, None (no limit) or 'auto', got {value!r}")
+    expected = "stall_timeout must be a number of seconds > 0, None (no limit) or 'auto'"
+    if isinstance(value, (str, bool)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{expected}, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{expected}, got {value!r}")
 
 
 def _resolve_stall_timeout(value: Any, source: Source) -> float | None:

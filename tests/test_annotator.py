@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -113,11 +114,13 @@ def test_segment_and_keep_image_switches(annotator, frame):
     _same(r, annotator(frame))
 
 
-def test_load_says_which_backend_it_chose(random_model_dir, capsys):
-    with fastcell.load(random_model_dir / "model.json") as a:
+def test_load_logs_which_backend_it_chose_and_prints_only_when_asked(random_model_dir, capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="fastcell"), fastcell.load(random_model_dir / "model.json") as a:
         backend = a.backend
-    out = capsys.readouterr().out
-    assert f"on {backend.name} ({backend.precision})" in out
+    assert f"on {backend.name} ({backend.precision})" in caplog.text
+    assert capsys.readouterr().out == ""  # a library does not print by default
+    with fastcell.load(random_model_dir / "model.json", verbose=True) as a:
+        assert f"on {a.backend.name} ({a.backend.precision})" in capsys.readouterr().out
 
 
 def test_inference_path_never_imports_torch(random_model_dir, frame, tmp_path):

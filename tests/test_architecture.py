@@ -141,3 +141,49 @@ def test_the_import_graph_has_no_loop():
     for module in sorted(GRAPH):
         if module not in state:
             visit(module)
+
+
+_IMPORT_ALONE = """
+import importlib, os, sys, traceback
+
+def child(name):  # a process that has imported nothing of fastcell: this module is the first
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as err:  # an optional dependency that is not installed here
+        os._exit(0 if err.name and not err.name.startswith("fastcell") else 1)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+running, failed = {}, []
+for name in sys.argv[1:] + [None] * 3:
+    if name is not None:
+        pid = os.fork()
+        if pid == 0:
+            child(name)
+        running[pid] = name
+    while running and (name is None or len(running) >= 3):  # three at a time
+        pid, status = os.wait()
+        if status != 0:
+            failed.append(running[pid])
+        del running[pid]
+        if name is None:
+            break
+print(" ".join(sorted(failed)))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_every_module_imports_first_and_alone():
+    """What the static walk cannot see: importing ``a.b.c`` first runs ``a/b/__init__.py``, so a
+    package that imports back into the module being imported fails only for some import orders.
+    Each module is imported first, in a fresh process."""
+    import subprocess
+    import sys
+
+    modules = sorted(m for m in MODULES if not m.endswith("__main__"))  # those run the command line
+    done = subprocess.run([sys.executable, "-c", _IMPORT_ALONE, *modules], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [], f"fail when imported first: {done.stdout.split()}\n{done.stderr[-3000:]}"

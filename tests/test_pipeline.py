@@ -279,13 +279,14 @@ def test_pushed_source_waits_through_pauses_and_an_explicit_limit_ends_it(annota
         list(fastcell.stream(Pushed(), annotator, stall_timeout=0.2, on_stall="raise"))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"stall_timeout": 0}, "stall_timeout must be"), ({"stall_timeout": -1.0}, "stall_timeout must be"),
-    ({"stall_timeout": "soon"}, "got 'soon'"), ({"stall_timeout": True}, "got True"),
-    ({"on_stall": "ignore"}, "on_stall must be 'end' or 'raise', got 'ignore'"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"stall_timeout": 0}, ValueError, "stall_timeout must be"),
+    ({"stall_timeout": -1.0}, ValueError, "stall_timeout must be"),
+    ({"stall_timeout": "soon"}, TypeError, "got 'soon'"), ({"stall_timeout": True}, TypeError, "got True"),
+    ({"on_stall": "ignore"}, ValueError, "on_stall must be 'end' or 'raise', got 'ignore'"),
 ])
-def test_bad_stall_settings_are_refused_before_the_source_is_opened(annotator, tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):  # not FileNotFoundError: nothing was opened
+def test_bad_stall_settings_are_refused_before_the_source_is_opened(annotator, tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):  # not FileNotFoundError: nothing was opened
         fastcell.stream(tmp_path / "missing", annotator, **kwargs)
 
 

@@ -130,12 +130,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fastcell.cli.train", "train AttentionNet from scratch"),
     "val": ("fastcell.cli.val", "evaluate a model: mAP, P/R/F1, confusion matrix, segmentation IoU"),
     "export": ("fastcell.cli.export", "export a checkpoint to ONNX (+ metadata JSON) or a TensorRT engine"),
-    "info": ("fastcell.cli.info", "print versions, backends and compiled features (for bug reports)"),
+    "info": ("fastcell.cli.info", "print versions, backends and precisions, the default model and compiled "
+                                  "features (for bug reports)"),
 }
+
+
+def _version_line() -> str:
+    from fastcell._version import __version__
+
+    return f"fastcell {__version__}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastcell", description="Real-time cell detection and segmentation.")
+    parser.add_argument("--version", "-V", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -173,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):  # answered here, so main() returns rather than exits
+        print(_version_line())
+        return 0
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints usage / the error and exits

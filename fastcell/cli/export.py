@@ -10,11 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-_PRECISIONS = ("fp16", "int8", "fp32")  # TensorRT's; checked again by fastcell.export.tensorrt
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fastcell.defaults import SCORE
+    from fastcell.export.tensorrt import PRECISIONS  # names only: no tensorrt import
 
     parser.add_argument("checkpoint", help="training checkpoint (best.pt / last.pt), or with --format engine "
                                            "an exported model folder/JSON/ONNX")
@@ -34,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=None, metavar="REPORT_JSON",
                         help="a `fastcell val --out` report.json whose figures go into the metadata")
     group = parser.add_argument_group("TensorRT engine (--format engine; needs an NVIDIA GPU and fastcell[tensorrt])")
-    group.add_argument("--precision", choices=_PRECISIONS, default="fp16", help="engine precision (default fp16)")
+    group.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0], help="engine precision (default fp16)")
     group.add_argument("--batch-opt", type=int, default=8, help="batch size TensorRT optimises for (default 8)")
     group.add_argument("--batch-max", type=int, default=32, help="largest batch the engine accepts (default 32)")
     group.add_argument("--workspace-gib", type=float, default=2.0, help="TensorRT builder workspace (default 2 GiB)")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fastcell.defaults import INPUT_NAME
+from fastcell.runtime._base import PRECISIONS as _PRECISIONS
 from fastcell.runtime._base import require
 from fastcell.spec import ModelSpec
 
@@ -44,7 +45,7 @@ __all__ = ["ENGINE_FORMAT", "PRECISIONS", "BatchProfile", "GpuTarget", "EngineKe
 log = logging.getLogger("fastcell")
 
 ENGINE_FORMAT = "fastcell-engine/1"
-PRECISIONS = ("fp16", "int8", "fp32")
+PRECISIONS = _PRECISIONS["tensorrt"]  # fp16 first: the default
 
 
 # -- what an engine is built for -------------------------------------------------------------------

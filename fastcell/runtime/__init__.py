@@ -32,10 +32,11 @@ import importlib.util
 import logging
 import sys
 
-from fastcell.runtime._base import Backend, missing
+from fastcell.runtime._base import PRECISIONS, Backend, missing
 from fastcell.spec import ModelSpec
 
-__all__ = ["Backend", "open_backend", "available_backends", "gpu_count", "BACKENDS", "AUTO_ORDER"]
+__all__ = ["Backend", "open_backend", "available_backends", "available_precisions", "gpu_count", "BACKENDS",
+           "AUTO_ORDER", "PRECISIONS"]
 
 log = logging.getLogger("fastcell")
 
@@ -94,6 +95,29 @@ def available_backends() -> list[str]:
     ready = {"tensorrt": _gpu_ready, "cuda": _cuda_ready}
     return [name for name, (_, _, pkg) in BACKENDS.items()
             if importlib.util.find_spec(pkg) is not None and (name not in ready or ready[name]())]
+
+
+def available_precisions(spec: ModelSpec | None = None) -> dict[str, list[str]]:
+    """The precisions each backend available here can run here, for ``fastcell info``.
+
+    OpenVINO's bf16 is listed only on a CPU that has bf16 (this starts OpenVINO, a fraction of a
+    second). CPU int8 needs a calibrated model: with ``spec``, int8 is listed for OpenVINO and ONNX
+    Runtime only when its ``model.json`` names one that exists; without, it is not checked.
+    """
+    out = {}
+    for name in available_backends():
+        precisions = list(PRECISIONS[name])
+        if name == "openvino":
+            import openvino
+
+            if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+                precisions.remove("bf16")
+        if name in ("openvino", "onnxruntime") and spec is not None:
+            int8 = spec.int8_path
+            if int8 is None or not int8.is_file():
+                precisions.remove("int8")
+        out[name] = precisions
+    return out
 
 
 def open_backend(spec: ModelSpec, device: str = "auto", precision: str | None = None,

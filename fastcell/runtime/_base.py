@@ -14,7 +14,18 @@ import numpy as np
 
 from fastcell.spec import ModelSpec
 
-__all__ = ["Backend", "require", "missing", "check_batch"]
+__all__ = ["Backend", "require", "missing", "check_batch", "PRECISIONS"]
+
+#: the precisions each backend runs, its default (``precision=None``) first. OpenVINO's default is
+#: bf16 only on CPUs with bf16 (fp32 elsewhere); TensorRT's engines are built by
+#: :mod:`fastcell.export.tensorrt`, which reads its list here.
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "openvino": ("bf16", "fp32", "int8"),
+    "onnxruntime": ("fp32", "int8"),
+    "torch": ("fp32", "bf16"),
+    "tensorrt": ("fp16", "int8", "fp32"),
+    "cuda": ("fp16", "bf16", "fp32"),
+}
 
 
 @runtime_checkable
