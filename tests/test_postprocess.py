@@ -16,7 +16,7 @@ from conftest import voc_objects
 from fastcell import ops
 from fastcell.annotator import Annotator
 from fastcell.postprocess import Postprocessor, apply_overrides
-from fastcell.preprocess import check_frame
+from fastcell.frames import check_frame
 from fastcell.reference import image as ref
 from fastcell.reference.boxes import encode_heads
 from fastcell.spec import ModelSpec, Segmentation, Thresholds
