@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fastcell.defaults import TRAIN_CELL_SIZE
 from fastcell.frames import check_frame
 
 __all__ = ["Preprocessor"]
@@ -36,7 +37,7 @@ class Preprocessor:
         self._buffer = np.empty((max(1, int(max_batch)), 3, self.size, self.size), np.float32)
 
     def __call__(self, frames: Sequence[np.ndarray], cell_sizes: Sequence[float | None] | None = None,
-                 train_cell_size: float = 66.0) -> tuple[np.ndarray, np.ndarray]:
+                 train_cell_size: float = TRAIN_CELL_SIZE) -> tuple[np.ndarray, np.ndarray]:
         """Letterbox ``frames``; with ``cell_sizes``, each frame whose cells (that many of its pixels
         across) would come out larger than ``train_cell_size`` is scaled down to it instead, on a
         grey canvas (:mod:`fastcell.scale`); its params still map input pixels to frame pixels.

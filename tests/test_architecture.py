@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fastcell"
 #: lowest first: (name, module prefixes)
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("fastcell._version", "fastcell._core", "fastcell._core_loader", "fastcell.defaults",
-              "fastcell.reference")),
+              "fastcell.reference", "fastcell.scale", "fastcell._parallel")),
     ("description", ("fastcell.spec", "fastcell.frames", "fastcell.results")),
     ("runtime support", ("fastcell.runtime._base", "fastcell.runtime._cuda")),
     ("kernels", ("fastcell.ops",)),

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fastcell.runtime._base import PRECISIONS as _BACKEND_PRECISIONS
 from fastcell.runtime._base import check_batch, require
 from fastcell.spec import ModelSpec
 
@@ -44,7 +45,7 @@ __all__ = ["CudaBackend", "cuda_unavailable_reason", "PRECISIONS"]
 
 log = logging.getLogger("fastcell")
 
-PRECISIONS = ("fp16", "bf16", "fp32")
+PRECISIONS = _BACKEND_PRECISIONS["cuda"]  # fp16 first: the default
 _WARMUP = 3  # eager runs before a graph is recorded (lazy cuDNN/cuBLAS set-up must not be captured)
 
 
@@ -238,7 +239,7 @@ class CudaBackend:
         Parameters
         ----------
         frames : sequence of (H, W), (H, W, 1|3|4) ndarray of uint8
-            Checked frames (:func:`fastcell.preprocess.check_frame`), all of one shape.
+            Checked frames (:func:`fastcell.frames.check_frame`), all of one shape.
         pad_value : int, optional
             Letterbox grey level; default ``spec.pad_value``.
 
