@@ -29,6 +29,7 @@ import fastcell
 from fastcell.data.sources import CLASSES, load_source
 from fastcell.evaluation.metrics import evaluate_detections
 from fastcell.evaluation.segmentation import mask_iou_dice, wbc_seg_frames
+from fastcell.io.sources import read_image
 
 SOURCES = ("bccd", "chula-rbc12", "bcdd", "pig-wbc")
 
@@ -37,15 +38,15 @@ def detection_table(annotator, root: Path, split: str = "test") -> dict:
     labels = load_source(root, split)
     labelled = labels.samples[0].labelled or (True,) * len(CLASSES)
     keep = [i for i, known in enumerate(labelled) if known]
-    low = annotator.with_options(score_threshold=0.001)
+    low = annotator.with_options(score=0.001)
     preds, gts = [], []
     for sample in tqdm(labels.samples, desc=root.name, leave=False):
-        frame = cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
+        frame = read_image(sample.image)  # as `fastcell annotate` reads files
         r = low(frame)
         mask = np.isin(r.class_ids, keep)
         preds.append((r.boxes[mask], r.scores[mask], r.class_ids[mask]))
         gts.append((sample.boxes, sample.class_ids))
-    m = evaluate_detections(preds, gts, CLASSES, score_threshold=annotator.spec.thresholds.score)
+    m = evaluate_detections(preds, gts, CLASSES, score=annotator.spec.thresholds.score)
     rows = {}
     for i in keep:
         rows[CLASSES[i]] = {"AP50": float(m.ap[i, 0]), "AP50_95": float(np.nanmean(m.ap[i])),
@@ -61,7 +62,7 @@ def wbc_seg(annotator, root: Path, first: int = 151, last: int = 300) -> dict:
     wbc = annotator.spec.classes.index("WBC")
     ious, dices, found = [], [], 0
     for image_path, mask_path in tqdm(frames, desc="wbc-seg", leave=False):
-        frame = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        frame = read_image(image_path)
         truth = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 0
         r = annotator(frame)
         cells = np.flatnonzero(r.class_ids == wbc)
