@@ -35,15 +35,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: layers whose parts are siblings: none imports another (each takes what it shares from below,
 #: e.g. the frame rules from fastcell.frames, not from fastcell.preprocess)
 SIBLINGS = ("stages",)
-#: import edges known to close a loop, each with its reason; the loop test ignores only these.
-#: fastcell.distributed (annotate --engine ray) is built on fastcell.cli.annotate's internals (resolve,
-#: Plan, _items, _needs, _Progress ...), and cli.annotate hands --engine ray to it: the fix is to move
-#: those internals into a library module both import, and distributed._cli into fastcell.cli.
-KNOWN_LOOP_EDGES = {
-    ("fastcell.distributed._cli", "fastcell.cli.annotate"),
-    ("fastcell.distributed._run", "fastcell.cli.annotate"),
-    ("fastcell.distributed._sources", "fastcell.cli.annotate"),
-}
+#: import edges known to close a loop, each with its reason; the loop test ignores only these
+KNOWN_LOOP_EDGES: set[tuple[str, str]] = set()
 #: compiled modules (no .py file)
 EXTENSIONS = ("fastcell._core",)
 

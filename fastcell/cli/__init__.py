@@ -59,6 +59,7 @@ if (getattr(getattr(_main_module, "__spec__", None), "name", None) == "fastcell.
 import argparse  # noqa: E402 - after the guard above
 import importlib  # noqa: E402
 import os  # noqa: E402
+import math  # noqa: E402
 import threading  # noqa: E402
 from typing import NoReturn  # noqa: E402
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastcell.data.labels import LabelIssue, LabelSet, Sample, _check_box, _finish, load_labels
+from fastcell.data.labels import LabelIssue, LabelSet, _check_box, _finish, load_labels
 
 __all__ = ["CLASSES", "SOURCES", "split_of", "points_to_boxes", "read_chula", "read_bcdd", "read_yolo_folders",
            "detect_source", "load_source", "merge_sources", "pack_sources", "read_packed"]

@@ -39,7 +39,7 @@ class RunSummary:
         Images finished by an earlier run (skipped without being read).
     failed : list of (str, str)
         ``(path, reason)`` for each entry of the source that was skipped (see
-        :func:`fastcell.cli.annotate.resolve`), then each that could not be read, in source order.
+        :func:`fastcell.io.plan.resolve`), then each that could not be read, in source order.
     cells : dict of str to int
         Cells per class over all images in the folder.
     detections : int
@@ -62,7 +62,7 @@ class RunSummary:
     elapsed: float = 0.0
     workers: list[str] = field(default_factory=list)
     error: BaseException | None = None
-    plan: Any = None  # the resolved source (fastcell.cli.annotate.Plan)
+    plan: Any = None  # the resolved source (fastcell.io.plan.Plan)
 
 
 def _ray() -> Any:
@@ -163,7 +163,7 @@ def annotate(
     SettingsMismatch, RuntimeError
         The folder holds a run with other settings, or another run is writing into it.
     """
-    from fastcell.cli.annotate import _needs
+    from fastcell.io.plan import needs as _needs
     from fastcell.distributed._sources import resolve_source
     from fastcell.io.writers import DEFAULT_FORMATS, FORMATS
 
@@ -229,7 +229,7 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
 
 
 def _stall_timeout() -> float:
-    from fastcell.cli.annotate import READ_STALL_TIMEOUT
+    from fastcell.io.plan import READ_STALL_TIMEOUT
 
     return READ_STALL_TIMEOUT
 
@@ -238,7 +238,7 @@ def _open_writer(ray: Any, source: str, out_dir: Path, config: dict[str, Any], w
                  gpus_per_worker: float, cpus_per_worker: float, overwrite: bool) -> Any:
     """The driver's AnnotationWriter: it holds the folder's lock and writes ``run.json``, with the
     settings single-process annotate stores, so either engine resumes the other's folder."""
-    from fastcell.cli.annotate import _source_setting
+    from fastcell.io.plan import source_setting as _source_setting
     from fastcell.distributed._sources import is_uri
     from fastcell.distributed._worker import probe
     from fastcell.io.writers import AnnotationWriter
@@ -268,7 +268,7 @@ def _open_writer(ray: Any, source: str, out_dir: Path, config: dict[str, Any], w
 def _execute(ray: Any, plan: Any, source: str, out_dir: Path, config: dict[str, Any],
              writer_options: dict[str, Any], *, workers: int | None, gpus_per_worker: float,
              cpus_per_worker: float, overwrite: bool, progress: bool, on_image: Callable | None) -> RunSummary:
-    from fastcell.cli.annotate import _Progress
+    from fastcell.io.plan import Progress as _Progress
     from fastcell.distributed._parquet import DETECTIONS_FILE, write_detections
     from fastcell.distributed._worker import cells_path, finished
 

@@ -3,7 +3,7 @@
 SRC is one of
 
 * a folder, a glob or one image file — expanded exactly as single-process ``fastcell annotate``
-  does (:func:`fastcell.cli.annotate.resolve`), so both give the same output names;
+  does (:func:`fastcell.io.plan.resolve`), so both give the same output names;
 * a list file (``.txt``/``.lst``): one path or URI a line, blank lines and ``#`` comments skipped;
 * a manifest (``.parquet``/``.csv``) with a ``path`` column (or a single column) of paths or URIs;
 * a URI that pyarrow's file systems read (``s3://``, ``gs://``, ``abfs://``, ``hdfs://``,
@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fastcell.cli.annotate import Plan, _items, resolve
+from fastcell.io.plan import Plan, plan_items, resolve
 
 __all__ = ["resolve_source", "is_uri", "LIST_SUFFIXES", "MANIFEST_SUFFIXES"]
 
@@ -247,4 +247,4 @@ def _plan(paths: list[str], out: str | os.PathLike | None) -> Plan:
         raise FileNotFoundError("every listed image is inside the output folders of this run")
     pseudo = [_key_path(p) for p in paths]
     root = os.path.commonpath([os.path.dirname(p) for p in pseudo])
-    return Plan(paths=list(paths), items=_items(pseudo, root), skipped=skipped)
+    return Plan(paths=list(paths), items=plan_items(pseudo, root), skipped=skipped)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastcell.cli.annotate import _Outcome, _overrides, _summary
+    from fastcell.cli._annotate_report import _Outcome, _overrides, _summary
     from fastcell.distributed import DETECTIONS_FILE, annotate
     from fastcell.io.writers import SettingsMismatch, Totals
 
