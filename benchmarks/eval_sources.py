@@ -1,6 +1,10 @@
 """How a shipped model transfers: per-source, per-class AP and single-cell segmentation, in one run.
 
     python benchmarks/eval_sources.py --model engines/DEFAULT [--data ../shared/data] [--json out.json]
+                                      [--cell-size none|auto|PIXELS] [--record]
+
+``--record`` writes the figures into the model's ``model.json`` (``transfer``), beside its training
+sources, as the model card.
 
 Every figure comes from the deployed pipeline (``fastcell.load`` → Annotator: letterbox, backend,
 C++ post-processing) with the model's own settings, except the score threshold, lowered to 0.001
@@ -84,6 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--cell-size", default="model", help="'model' (its setting), 'none', 'auto' or pixels")
     parser.add_argument("--json")
+    parser.add_argument("--record", action="store_true", help="write the figures into the model's model.json")
     args = parser.parse_args(argv)
     options = {}
     if args.cell_size != "model":
@@ -109,6 +114,15 @@ def main(argv=None) -> int:
     print(f"({time.time() - start:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    if args.record:
+        path = annotator.spec.path
+        card = json.loads(path.read_text())
+        setting = "none" if annotator.spec.cell_size is None else str(annotator.spec.cell_size)
+        card.setdefault("transfer", {})[f"cell_size={setting}"] = {
+            "command": "python benchmarks/eval_sources.py --model MODEL --cell-size " + setting,
+            "sources": report["sources"], "wbc_seg_151_300": report.get("wbc_seg")}
+        path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"recorded in {path}")
     return 0
 
 

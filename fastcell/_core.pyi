@@ -37,9 +37,9 @@ def gbciou_merge(
     boxes: npt.ArrayLike,
     scores: npt.ArrayLike,
     class_ids: npt.ArrayLike | None,
-    threshold: float = 0.5,
-    mode: str = "multi",
-    merge_iou: float = 0.5,
+    threshold: float,
+    mode: str,
+    merge_iou: float,
 ) -> _Detections: ...
 def postprocess(
     heads: Sequence[npt.ArrayLike],
@@ -47,24 +47,24 @@ def postprocess(
     strides: Sequence[float],
     anchors: Sequence[npt.ArrayLike],
     num_classes: int,
-    score_threshold: float = 0.25,
-    nms_iou: float = 0.45,
-    merge: str = "multi",
-    gbciou: float = 0.5,
-    merge_iou: float = 0.5,
-    class_agnostic: bool = False,
-    max_detections: int | None = 300,
+    score_threshold: float,
+    nms_iou: float,
+    merge: str,
+    gbciou: float,
+    merge_iou: float,
+    class_agnostic: bool,
+    max_detections: int | None,
 ) -> list[_Detections]: ...
 
 # --- image kernels (csrc/bindings/register_image.cpp) -------------------------------------------
 def letterbox(
-    image: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], size: int = 416, pad_value: float = 114.0
+    image: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], size: int, pad_value: float
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
 def letterbox_batch(
     images: Sequence[npt.NDArray[np.uint8] | npt.NDArray[np.uint16]],
-    out: npt.NDArray[np.float32] | None = None,
-    size: int = 416,
-    pad_value: float = 114.0,
+    out: npt.NDArray[np.float32] | None,
+    size: int,
+    pad_value: float,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
 def instance_rles(labels: npt.NDArray[np.int32], count: int) -> tuple[list[str], npt.NDArray[np.int64]]: ...
 def _pooled_bytes() -> int: ...

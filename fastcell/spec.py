@@ -56,7 +56,10 @@ class Thresholds:
     Raises
     ------
     ValueError
-        On construction: an unknown ``merge`` or a ``max_detections`` below 1.
+        On construction: an unknown ``merge``, a ``max_detections`` below 1, or a threshold that is
+        not a finite number in [0, 1] (``score``, ``nms_iou``, ``gbciou``, ``merge_iou``).
+    TypeError
+        A threshold that is not a number.
     """
 
     score: float = defaults.SCORE
@@ -69,6 +72,12 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         # Checked here, so a bad JSON file or override fails when it is read, not at the first frame.
+        for name in ("score", "nms_iou", "gbciou", "merge_iou"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
+            if not 0.0 <= float(value) <= 1.0:  # also false for nan
+                raise ValueError(f"{name} must be a finite number in [0, 1], got {value!r}")
         if self.merge not in ("multi", "single", "none"):
             raise ValueError(f"merge must be 'multi', 'single' or 'none', got {self.merge!r}")
         if self.max_detections is not None and not int(self.max_detections) >= 1:

@@ -168,9 +168,9 @@ _NO_BOXES = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda c: c.cuda_letterbox_batch(np.zeros((0, 4, 4, 3), np.uint8)), r"frames must be \(N>=1, H>=1"),
-    (lambda c: c.cuda_letterbox_batch(np.zeros((1, 4, 4, 3), np.uint8), size=0), r"size must be in \[1, 16384\]"),
-    (lambda c: c.cuda_letterbox_batch(np.zeros((1, 4, 4, 3), np.uint8), pad_value=300), "pad_value must be"),
+    (lambda c: c.cuda_letterbox_batch(np.zeros((0, 4, 4, 3), np.uint8), 416, 114.0), r"frames must be \(N>=1, H>=1"),
+    (lambda c: c.cuda_letterbox_batch(np.zeros((1, 4, 4, 3), np.uint8), size=0, pad_value=114.0), r"size must be in \[1, 16384\]"),
+    (lambda c: c.cuda_letterbox_batch(np.zeros((1, 4, 4, 3), np.uint8), size=416, pad_value=300), "pad_value must be"),
     (lambda c: c.cuda_letterbox_batch_device(0, -1, 4, 4, 3, 12, 48, 416, 114.0, 0, 0), "count must be"),
 ])
 def test_cuda_bindings_refuse_bad_arguments_with_or_without_a_gpu(call, message) -> None:

@@ -19,8 +19,6 @@ HOME = PACKAGE / "defaults.py"
 
 #: files that may hold a literal for a reason other than defining the setting
 ELSEWHERE = {
-    # the compiled core's stub mirrors the C++ binding defaults (csrc/bindings); they go together
-    ("0.25", "_core.pyi"), ("416", "_core.pyi"), ("114.0", "_core.pyi"),
     # COCO's "images" list and the "images/" folders of YOLO, wbc-seg and the training sources:
     # data formats, not the ONNX input
     ('"images"', "data/"), ('"images"', "io/writers/_folder.py"), ('"images"', "evaluation/report.py"),

@@ -157,3 +157,18 @@ def test_hsv_overrides_and_files_that_are_whole():
     half = {**SPEC.to_dict(), "segmentation": {"hsv_low": [0, 10, 0], "hsv_high": None}}
     with pytest.raises(ValueError, match="hsv_low and hsv_high must both be given or both be None"):
         ModelSpec.from_dict(half)
+
+
+@pytest.mark.parametrize("name", ["score", "nms_iou", "gbciou", "merge_iou"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -5.0, 2.0])
+def test_thresholds_out_of_range_are_refused_through_the_api(name, value):
+    import fastcell
+    from fastcell.spec import Thresholds
+
+    with pytest.raises(ValueError, match=name):
+        Thresholds(**{name: value})
+    annotator = fastcell.load(verbose=False)
+    with pytest.raises(ValueError, match=name):
+        annotator.with_options(**{name: value})
+    with pytest.raises(TypeError, match=name):
+        Thresholds(**{name: "0.3"})

@@ -232,7 +232,7 @@ def test_postprocess_bad_input(change, error, message):
 
 @pytest.mark.parametrize("call", [
     lambda: ops.postprocess([], np.zeros((0, 5), np.float32), strides=[], anchors=[], num_classes=C),
-    lambda: _core.postprocess([], np.zeros((0, 5), np.float32), [], [], C),
+    lambda: _core.postprocess([], np.zeros((0, 5), np.float32), [], [], C, 0.25, 0.45, "multi", 0.5, 0.5, False, 300),
     lambda: ops.decode([], [], [], C, 0.25),
     lambda: _core.decode([], [], [], C, 0.25),
 ])

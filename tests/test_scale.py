@@ -111,3 +111,4 @@ def test_stream_rescales_like_the_annotator():
     assert [r.cell_size for r in got] == [r.cell_size for r in expected]
     for a, b in zip(got, expected):
         assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.labels, b.labels)
+

@@ -143,11 +143,11 @@ void register_boxes(py::module_& m) {
         "YOLOv3 heads → per image (boxes, scores, class_ids) in network-input pixels.");
   m.def("nms", &nms, "boxes"_a, "scores"_a, "iou_threshold"_a, "class_ids"_a = py::none(),
         "Greedy NMS: kept indices (int64) by descending score, ties by index.");
-  m.def("gbciou_merge", &gbciou_merge, "boxes"_a, "scores"_a, "class_ids"_a, "threshold"_a = 0.5,
-        "mode"_a = "multi", "merge_iou"_a = 0.5, "GBCIOU merging (the paper's Algorithm 3).");
+  m.def("gbciou_merge", &gbciou_merge, "boxes"_a, "scores"_a, "class_ids"_a, "threshold"_a,
+        "mode"_a, "merge_iou"_a, "GBCIOU merging (the paper's Algorithm 3).");
   m.def("postprocess", &postprocess, "heads"_a, "params"_a, "strides"_a, "anchors"_a, "num_classes"_a,
-        "score_threshold"_a = 0.25, "nms_iou"_a = 0.45, "merge"_a = "multi", "gbciou"_a = 0.5, "merge_iou"_a = 0.5,
-        "class_agnostic"_a = false, "max_detections"_a = 300,
+        // no defaults here: the Python wrappers (fastcell.ops) pass fastcell.defaults' values
+        "score_threshold"_a, "nms_iou"_a, "merge"_a, "gbciou"_a, "merge_iou"_a, "class_agnostic"_a, "max_detections"_a,
         "decode → NMS → GBCIOU → letterbox mapping → clip → cap, for a batch, in one call.");
 }
 

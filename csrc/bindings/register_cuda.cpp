@@ -249,7 +249,7 @@ void register_cuda(py::module_& m) {
   using namespace pybind11::literals;
   m.def("cuda_device_count", &cuda::device_count, "CUDA devices visible (0 without a driver or GPU).");
   m.def("cuda_runtime_version", &cuda::runtime_version, "The CUDA runtime compiled in (static), e.g. '13.0'.");
-  m.def("cuda_letterbox_batch", &letterbox_batch, "frames"_a, "size"_a = 416, "pad_value"_a = 114.0,
+  m.def("cuda_letterbox_batch", &letterbox_batch, "frames"_a, "size"_a, "pad_value"_a,
         "CUDA letterbox of an (N, H, W, C) uint8 stack: ((N, 3, S, S) float32, (N, 5) params).");
   m.def("cuda_letterbox_batch_device", &letterbox_batch_device, "frames"_a, "count"_a, "height"_a, "width"_a,
         "channels"_a, "row_stride"_a, "image_stride"_a, "size"_a, "pad_value"_a, "out"_a, "stream"_a,

@@ -311,10 +311,10 @@ py::tuple instance_rles(const py::handle& labels_obj, long long count) {
 }
 
 void register_image(py::module_& m) {
-  m.def("letterbox", &letterbox, py::arg("image"), py::arg("size") = 416, py::arg("pad_value") = 114.0,
+  m.def("letterbox", &letterbox, py::arg("image"), py::arg("size"), py::arg("pad_value"),
         "Letterbox one uint8/uint16 image into a (3, size, size) float32 RGB array; see fastcell.ops.letterbox.");
-  m.def("letterbox_batch", &letterbox_batch, py::arg("images"), py::arg("out") = py::none(), py::arg("size") = 416,
-        py::arg("pad_value") = 114.0,
+  m.def("letterbox_batch", &letterbox_batch, py::arg("images"), py::arg("out"), py::arg("size"),
+        py::arg("pad_value"),
         "Letterbox a sequence of images into one (N, 3, size, size) float32 array; see fastcell.ops.letterbox_batch.");
   m.def("instance_rles", &instance_rles, py::arg("labels"), py::arg("count"),
         "COCO compressed RLE strings and areas of instances 1..count; see fastcell.ops.coco_rle.");

@@ -507,7 +507,8 @@ class Trainer:
             return
         per_epoch = float(np.mean([row["seconds"] for row in self.history[-2:]]))
         left = cfg.time_budget - sum(row["seconds"] for row in self.history)
-        fits = max(done + 1, done + int(left / max(per_epoch, 1e-6)))
+        # spent: stop here; else at least one more epoch (the schedule's last one)
+        fits = done if left <= 0 else max(done + 1, done + int(left / max(per_epoch, 1e-6)))
         if fits != cfg.epochs:
             print(f"time budget: {max(left, 0):.0f} s left at {per_epoch:.1f} s/epoch: {fits} epochs in all "
                   f"(was {cfg.epochs})", flush=True)
