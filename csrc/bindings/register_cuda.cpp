@@ -258,8 +258,8 @@ void register_cuda(py::module_& m) {
         "CUDA twin of decode (host arrays in, uploaded).");
   m.def("cuda_nms", &nms, "boxes"_a, "scores"_a, "iou_threshold"_a, "class_ids"_a = py::none(),
         "CUDA twin of nms.");
-  m.def("cuda_gbciou_merge", &gbciou_merge, "boxes"_a, "scores"_a, "class_ids"_a, "threshold"_a = 0.5,
-        "mode"_a = "multi", "merge_iou"_a = 0.5, "CUDA twin of gbciou_merge.");
+  m.def("cuda_gbciou_merge", &gbciou_merge, "boxes"_a, "scores"_a, "class_ids"_a, "threshold"_a,
+        "mode"_a, "merge_iou"_a, "CUDA twin of gbciou_merge.");
   m.def("cuda_segment_cells", &segment_cells, "image"_a, "boxes"_a, "scores"_a, "hsv_low"_a = py::none(),
         "hsv_high"_a = py::none(), "disc"_a = "circle", "fill"_a = py::make_tuple(0, 0, 0),
         "CUDA twin of segment_cells.");

@@ -66,26 +66,24 @@ from typing import NoReturn  # noqa: E402
 DEBUG_ENV = "FASTCELL_DEBUG"
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a bad value is a usage error, exit status 2)."""
+def _int_at_least(text: str, minimum: int, what: str, bound: str = "") -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (1 or more), got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}{bound}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is a usage error, exit status 2)."""
+    return _int_at_least(text, 1, "a positive integer", " (1 or more)")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (a bad value is a usage error, exit status 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 def unit_interval(text: str) -> float:
