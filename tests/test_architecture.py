@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("export", ("fastcell.export",)),
     ("backends", ("fastcell.runtime",)),
     ("annotator", ("fastcell.annotator",)),
-    ("stream", ("fastcell.pipeline",)),
+    ("stream", ("fastcell.pipeline", "fastcell._stream_threads")),
     ("tools", ("fastcell.evaluation", "fastcell.train")),
     ("entry points", ("fastcell", "fastcell.__main__", "fastcell._info", "fastcell.cli", "fastcell.examples")),
 )
