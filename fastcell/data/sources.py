@@ -110,7 +110,7 @@ def points_to_boxes(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     # fill holes that do not touch the border: the pale centre of a red cell is part of it
     n, lab, stats, _ = cv2.connectedComponentsWithStats(255 - fg, connectivity=4)
     inner = (stats[:, 0] > 0) & (stats[:, 1] > 0) & (stats[:, 0] + stats[:, 2] < w) & (stats[:, 1] + stats[:, 3] < h)
-    inner[0] = inner[0] and False
+    inner[0] = False  # label 0 is the foreground itself
     fg[inner[lab]] = 255
     n, lab, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     px = np.clip(np.round(points).astype(np.int64), 0, [w - 1, h - 1])

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fastcell.io.writers import AnnotationWriter, Item
+from fastcell.io.writers._atomic import write_bytes
 
 __all__ = ["AnnotateActor", "WorkerWriter", "model_bundle", "unpack_model", "cells_path", "finished", "probe"]
 
@@ -111,17 +112,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``path`` through a unique temporary in ``OUT/.fastcell/tmp`` (the folder the writer
     keeps its temporaries in and clears when a run starts), then rename it into place."""
     state = next(p for p in path.parents if p.name == ".fastcell")
-    tmp_dir = state / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="cells-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, data, state / "tmp", prefix="cells-")
 
 
 def cells_path(out_dir: Path, key: str) -> Path:

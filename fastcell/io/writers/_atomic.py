@@ -23,12 +23,15 @@ from pathlib import Path
 __all__ = ["write_bytes", "write_text", "replace_dir", "staging_dir", "remove_stale_temporaries"]
 
 
-def write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path) -> Path:
-    """Write ``data`` to ``path`` atomically through ``tmp_dir``, creating parent folders as needed."""
+def write_bytes(path: str | Path, data: bytes, tmp_dir: str | Path, prefix: str = "file-") -> Path:
+    """Write ``data`` to ``path`` atomically through ``tmp_dir``, creating parent folders as needed.
+
+    ``prefix`` names the temporary (``tmp_dir/<prefix>XXXX``), for whoever clears stale ones.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Path(tmp_dir).mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="file-")
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=prefix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
